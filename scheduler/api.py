@@ -1,0 +1,471 @@
+"""The public way to define jobs: `@job(...)` for a function, `command(...)` for a program.
+
+Every option is checked where it is written, and a problem names that line. While the loader
+imports a jobs folder, definitions go to its collector so that every problem of every file is
+reported together; outside the loader a bad definition raises DefinitionError at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from scheduler import cron
+from scheduler.durations import parse_duration
+from scheduler.errors import DefinitionError, InvalidOption, Problem
+from scheduler.model import Catchup, JobSpec, Overlap
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_TIMEOUT_S = 3600.0
+OPTIONS = (
+    "schedule",
+    "every",
+    "name",
+    "tz",
+    "timeout",
+    "overlap",
+    "catchup",
+    "catchup_limit",
+    "retries",
+    "retry_backoff",
+    "misfire_grace",
+    "queue",
+    "description",
+)
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_NAME_EXPECTED = "letters, digits, '.', '_' and '-' only, e.g. {example}"
+_SCHEDULE_EXAMPLE = "e.g. '*/5 * * * *' for a cron schedule or every='30s'"
+
+
+def default_tz() -> str:
+    """The zone of jobs that name none: `SCHED_TZ`, else UTC."""
+    return os.environ.get("SCHED_TZ") or "UTC"
+
+
+def display_path(path: str | Path) -> str:
+    """A path as the user would type it: relative to the current directory when under it."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(Path.cwd()).as_posix()
+    except (ValueError, OSError):  # not under it, or the current directory is gone
+        return str(absolute)
+
+
+@dataclass
+class Collector:
+    """What the loader gathers while it imports a jobs folder."""
+
+    root: Path
+    tz: str
+    timeout_s: float
+    specs: list[JobSpec] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+_active: ContextVar[Collector | None] = ContextVar("sched_collector", default=None)
+
+
+@contextmanager
+def collecting(collector: Collector) -> Iterator[Collector]:
+    """Send every definition made inside the block to `collector` instead of raising."""
+    token = _active.set(collector)
+    try:
+        yield collector
+    finally:
+        _active.reset(token)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The options shared by `job` and `command`, as written."""
+
+    schedule: object
+    every: object
+    name: object
+    tz: object
+    timeout: object
+    overlap: object
+    catchup: object
+    catchup_limit: object
+    retries: object
+    retry_backoff: object
+    misfire_grace: object
+    queue: object
+    description: object
+    unknown: dict[str, object]
+
+
+def job(
+    schedule: str | None = None,
+    *,
+    every: str | float | None = None,
+    name: str | None = None,
+    tz: str | None = None,
+    timeout: str | float | None = None,
+    overlap: str = "skip",
+    catchup: str = "latest",
+    catchup_limit: int = 100,
+    retries: int = 0,
+    retry_backoff: str | float = "1m",
+    misfire_grace: str | float | None = None,
+    queue: str = "default",
+    description: str = "",
+    **unknown: object,
+) -> Callable[[F], F]:
+    """Define a job that runs the decorated function; the function is returned unchanged."""
+    frame = sys._getframe(1)
+    where = (frame.f_code.co_filename, frame.f_lineno)
+    del frame
+    options = _Options(
+        schedule, every, name, tz, timeout, overlap, catchup, catchup_limit, retries,
+        retry_backoff, misfire_grace, queue, description, unknown,
+    )  # fmt: skip
+    if callable(schedule):
+        # Written as a bare `@job`: the "schedule" is the function itself.
+        func = schedule
+        problem = Problem(
+            display_path(where[0]),
+            where[1],
+            None,
+            f"@job needs a schedule: write @job('*/5 * * * *') above {_func_name(func)}()",
+            "expected @job(SCHEDULE, ...) or @job(every='30s', ...)",
+        )
+        _submit(None, [problem])
+        return func
+
+    def decorate(func: F) -> F:
+        spec, problems = _define(where, options, func=func, argv=None)
+        _submit(spec, problems)
+        return func
+
+    return decorate
+
+
+def command(
+    name: str,
+    schedule: str | None = None,
+    argv: list[str] | tuple[str, ...] | None = None,
+    *,
+    every: str | float | None = None,
+    tz: str | None = None,
+    timeout: str | float | None = None,
+    overlap: str = "skip",
+    catchup: str = "latest",
+    catchup_limit: int = 100,
+    retries: int = 0,
+    retry_backoff: str | float = "1m",
+    misfire_grace: str | float | None = None,
+    queue: str = "default",
+    description: str = "",
+    **unknown: object,
+) -> JobSpec | None:
+    """Define a job that runs an external program (argv, no shell); None if it has problems."""
+    frame = sys._getframe(1)
+    where = (frame.f_code.co_filename, frame.f_lineno)
+    del frame
+    options = _Options(
+        schedule, every, name, tz, timeout, overlap, catchup, catchup_limit, retries,
+        retry_backoff, misfire_grace, queue, description, unknown,
+    )  # fmt: skip
+    spec, problems = _define(where, options, func=None, argv=argv)
+    _submit(spec, problems)
+    return spec
+
+
+def _submit(spec: JobSpec | None, problems: list[Problem]) -> None:
+    collector = _active.get()
+    if collector is None:
+        if problems:
+            raise DefinitionError(problems)
+        return
+    collector.problems.extend(problems)
+    if spec is not None:
+        collector.specs.append(spec)
+
+
+class _Checker:
+    """Runs option checks for one definition, turning each failure into a Problem."""
+
+    def __init__(self, path: str, line: int) -> None:
+        self.path = path
+        self.line = line
+        self.job: str | None = None
+        self.problems: list[Problem] = []
+
+    def add(self, message: str, expected: str | None = None, *, job: bool = True) -> None:
+        self.problems.append(
+            Problem(self.path, self.line, self.job if job else None, message, expected)
+        )
+
+    def invalid(self, exc: InvalidOption, *, job: bool = True) -> None:
+        self.add(str(exc), expected_line(exc.expected), job=job)
+
+    def check(self, validate: Callable[[Any], Any], value: object) -> Any:
+        """`validate(value)`, or None after recording the InvalidOption it raised."""
+        try:
+            return validate(value)
+        except InvalidOption as exc:
+            self.invalid(exc)
+            return None
+
+
+def expected_line(text: str | None) -> str | None:
+    """The second line of a problem: 'expected ...' (texts may or may not start with it)."""
+    if not text:
+        return None
+    return text if text.startswith("expected") else f"expected {text}"
+
+
+def _define(
+    where: tuple[str, int],
+    options: _Options,
+    *,
+    func: Callable[..., Any] | None,
+    argv: object,
+) -> tuple[JobSpec | None, list[Problem]]:
+    path, line = display_path(where[0]), where[1]
+    checker = _Checker(path, line)
+    collector = _active.get()
+    checker.job = _check_name(checker, options.name, func, where[0], collector)
+    _check_unknown(checker, options.unknown)
+    if func is not None:
+        _check_callable(checker, func)
+    checked_argv = _check_argv(checker, argv) if func is None else None
+    cron_expr, every_s = _check_schedule(checker, options.schedule, options.every)
+    values = _check_options(checker, options, collector)
+    if checker.problems or checker.job is None:
+        return None, checker.problems
+    spec = JobSpec(
+        name=checker.job,
+        path=path,
+        line=line,
+        cron=cron_expr,
+        every_s=every_s,
+        func=func,
+        argv=checked_argv,
+        **values,
+    )
+    return spec, []
+
+
+def _check_name(
+    checker: _Checker,
+    name: object,
+    func: Callable[..., Any] | None,
+    filename: str,
+    collector: Collector | None,
+) -> str | None:
+    if name is not None:
+        try:
+            return check_name("name", name, example="name='nightly-backup'")
+        except InvalidOption as exc:
+            checker.invalid(exc, job=False)
+            return None
+    if func is None:
+        checker.add("a command needs a name", "expected command('pg-dump', SCHEDULE, ARGV)")
+        return None
+    default = f"{_module_of(func, filename, collector)}.{_func_name(func)}"
+    if _NAME.fullmatch(default):
+        return default
+    checker.add(
+        f"cannot use {default!r} as the job name: it may only have letters, digits, '.', '_', '-'",
+        "expected an explicit name, e.g. @job(..., name='nightly-backup')",
+        job=False,
+    )
+    return None
+
+
+def _module_of(func: Callable[..., Any], filename: str, collector: Collector | None) -> str:
+    """The dotted path of the defining file relative to the jobs folder, else the module."""
+    if collector is not None:
+        try:
+            relative = Path(os.path.abspath(filename)).relative_to(collector.root)
+        except ValueError:
+            pass
+        else:
+            return ".".join(relative.with_suffix("").parts)
+    return str(getattr(func, "__module__", None) or "__main__")
+
+
+def _func_name(func: object) -> str:
+    return str(getattr(func, "__name__", type(func).__name__))
+
+
+def check_name(option: str, value: object, *, example: str) -> str:
+    """A job or queue name: non-empty letters, digits, '.', '_', '-'; else InvalidOption."""
+    expected = _NAME_EXPECTED.format(example=example)
+    if not isinstance(value, str):
+        raise InvalidOption(option, value, f"a {type(value).__name__} is not a name", expected)
+    if not value:
+        raise InvalidOption(option, value, "empty", expected)
+    bad = sorted({ch for ch in value if not _NAME.fullmatch(ch)})
+    if bad:
+        why = "contains " + ", ".join(repr(ch) for ch in bad)
+        raise InvalidOption(option, value, why, expected)
+    return value
+
+
+def _check_unknown(checker: _Checker, unknown: dict[str, object]) -> None:
+    for key in unknown:
+        close = difflib.get_close_matches(key, OPTIONS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(OPTIONS)
+        checker.add(f"unknown option {key!r}", hint)
+
+
+def _check_callable(checker: _Checker, func: object) -> None:
+    if not callable(func):
+        checker.add(
+            f"@job decorates a function, not a {type(func).__name__}",
+            "expected @job(...) directly above a `def`",
+        )
+        return
+    try:
+        inspect.signature(func).bind()
+    except TypeError:
+        checker.add(
+            f"{_func_name(func)}() needs arguments, but a job is called with none",
+            "expected a function that can be called as f(), e.g. give its parameters defaults",
+        )
+    except ValueError:
+        pass  # no signature to inspect (some builtins): trust it
+
+
+def _check_argv(checker: _Checker, argv: object) -> tuple[str, ...] | None:
+    expected = "expected a non-empty list of strings, e.g. ['pg_dump', '-f', '/backups/app.sql']"
+    if isinstance(argv, str):
+        checker.add(
+            f"invalid argv {argv!r}: a single string, but commands run without a shell",
+            expected + " (shlex.split turns a command line into one)",
+        )
+        return None
+    if not isinstance(argv, list | tuple) or not argv:
+        checker.add(f"invalid argv {argv!r}: not a non-empty list", expected)
+        return None
+    wrong = [item for item in argv if not isinstance(item, str)]
+    if wrong:
+        checker.add(f"invalid argv {argv!r}: {wrong[0]!r} is not a string", expected)
+        return None
+    return tuple(argv)
+
+
+def _check_schedule(
+    checker: _Checker, schedule: object, every: object
+) -> tuple[str | None, float | None]:
+    if schedule is not None and every is not None:
+        checker.add(
+            f"both a cron schedule {schedule!r} and every={every!r}; give one",
+            f"expected one schedule, {_SCHEDULE_EXAMPLE}",
+        )
+        return None, None
+    if schedule is None and every is None:
+        checker.add("no schedule", f"expected a schedule, {_SCHEDULE_EXAMPLE}")
+        return None, None
+    if every is not None:
+        return None, checker.check(lambda v: parse_duration(v, option="every"), every)
+    return checker.check(check_cron, schedule), None
+
+
+def check_cron(value: object) -> str:
+    """A cron expression normalised by cron.validate, or InvalidOption('cron', ...)."""
+    if not isinstance(value, str):
+        why = f"a {type(value).__name__} is not a cron expression"
+        raise InvalidOption("cron", value, why, "a string such as '*/5 * * * *' or '@daily'")
+    try:
+        return cron.validate(value)
+    except cron.CronError as exc:
+        raise InvalidOption("cron", value, exc.why, exc.expected) from None
+
+
+def check_tz(value: object) -> str:
+    """An IANA zone name that zoneinfo knows, or InvalidOption('tz', ...)."""
+    if not isinstance(value, str):
+        why = f"a {type(value).__name__} is not a zone name"
+        raise InvalidOption("tz", value, why, "an IANA zone such as 'Europe/Berlin' or 'UTC'")
+    try:
+        cron.zone(value)
+    except cron.CronError as exc:
+        raise InvalidOption("tz", value, exc.why, exc.expected) from None
+    return value
+
+
+def _check_options(
+    checker: _Checker, options: _Options, collector: Collector | None
+) -> dict[str, Any]:
+    """The JobSpec fields other than name, schedule, func and argv."""
+    if options.tz is not None:
+        tz = checker.check(check_tz, options.tz)
+    elif collector is not None:
+        tz = collector.tz  # checked once by the loader, not once per job
+    else:
+        tz = checker.check(check_tz, default_tz())
+    timeout_s = (
+        checker.check(parse_duration, options.timeout)
+        if options.timeout is not None
+        else (collector.timeout_s if collector is not None else DEFAULT_TIMEOUT_S)
+    )
+    grace = options.misfire_grace
+    return {
+        "tz": tz,
+        "timeout_s": timeout_s,
+        "overlap": checker.check(lambda v: check_choice("overlap", v, Overlap), options.overlap),
+        "catchup": checker.check(lambda v: check_choice("catchup", v, Catchup), options.catchup),
+        "catchup_limit": checker.check(
+            lambda v: check_count("catchup_limit", v, minimum=1), options.catchup_limit
+        ),
+        "retries": checker.check(lambda v: check_count("retries", v, minimum=0), options.retries),
+        "retry_backoff_s": checker.check(
+            lambda v: parse_duration(v, option="retry_backoff"), options.retry_backoff
+        ),
+        "misfire_grace_s": None
+        if grace is None
+        else checker.check(lambda v: parse_duration(v, option="misfire_grace"), grace),
+        "queue": checker.check(
+            lambda v: check_name("queue", v, example="queue='heavy'"), options.queue
+        ),
+        "description": checker.check(check_description, options.description),
+    }
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def check_choice(option: str, value: object, choices: type[E]) -> E:
+    """One of the values of a StrEnum, or InvalidOption listing them all."""
+    allowed = [member.value for member in choices]
+    if isinstance(value, str) and value in allowed:
+        return choices(value)
+    expected = "one of " + ", ".join(repr(a) for a in allowed)
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value.lower(), allowed, n=1)
+        if close:
+            expected += f"; did you mean {close[0]!r}?"
+    why = f"not a known {option} policy"
+    raise InvalidOption(option, value, why, expected)
+
+
+def check_count(option: str, value: object, *, minimum: int) -> int:
+    """A whole number >= minimum (not a bool), or InvalidOption."""
+    expected = f"a whole number, {minimum} or more, e.g. {option}={max(minimum, 2)}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOption(option, value, "not a whole number", expected)
+    if value < minimum:
+        raise InvalidOption(option, value, f"must be {minimum} or more", expected)
+    return value
+
+
+def check_description(value: object) -> str:
+    """A description is any string."""
+    if not isinstance(value, str):
+        raise InvalidOption("description", value, f"a {type(value).__name__}", "a string")
+    return value

@@ -1,0 +1,260 @@
+"""Import a jobs folder and return its JobSpecs, or one DefinitionError listing every problem."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import types
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from scheduler.api import (
+    Collector,
+    check_tz,
+    collecting,
+    display_path,
+    expected_line,
+)
+from scheduler.api import (
+    default_tz as env_default_tz,
+)
+from scheduler.durations import parse_duration
+from scheduler.errors import DefinitionError, InvalidOption, Problem
+from scheduler.model import JobSpec
+
+# What the last load_jobs left behind (its folder on sys.path, the modules it imported), so
+# the next one can take it away: two folders loaded in one process must not see each other's
+# helper modules.
+_left: dict[str, list[str]] = {"path": [], "modules": []}
+
+
+@dataclass(frozen=True)
+class SettingProblem(Problem):
+    """A problem with no line to point at (the folder itself, an environment variable)."""
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}"
+        if self.expected:
+            text += f"\n  {self.expected}"
+        return text
+
+
+def load_jobs(
+    folder: str | Path,
+    *,
+    default_tz: str | None = None,
+    default_timeout_s: float = 3600.0,
+) -> dict[str, JobSpec]:
+    """Import every job file under `folder`; the specs by name, ordered by path then line."""
+    timeout_s = parse_duration(default_timeout_s, option="default timeout")
+    root = Path(os.path.abspath(folder))
+    tz, problems = _default_zone(default_tz)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "not found"
+        problems.append(
+            SettingProblem(
+                display_path(root),
+                0,
+                None,
+                f"jobs folder {what}",
+                "expected a folder of job files (*.py); pass --jobs DIR or set SCHED_JOBS",
+            )
+        )
+        raise DefinitionError(problems)
+    collector = Collector(root=root, tz=tz or "UTC", timeout_s=timeout_s, problems=problems)
+    with _importable(root) as prefix, collecting(collector):
+        for path in job_files(root):
+            _import_file(path, root, prefix, collector)
+    specs = sorted(_unique(collector.specs), key=lambda s: (s.path, s.line))
+    # dict.fromkeys: a broken helper imported by several job files is one problem, not many.
+    problems = list(dict.fromkeys(collector.problems + _duplicates(specs)))
+    if problems:
+        raise DefinitionError(sorted(problems, key=lambda p: (p.path, p.line)))
+    return {spec.name: spec for spec in specs}
+
+
+def _default_zone(given: str | None) -> tuple[str | None, list[Problem]]:
+    source = "default_tz" if given is not None else "SCHED_TZ"
+    name = given if given is not None else env_default_tz()
+    try:
+        return check_tz(name), []
+    except InvalidOption as exc:
+        return None, [SettingProblem(source, 0, None, str(exc), expected_line(exc.expected))]
+
+
+def job_files(root: Path) -> list[Path]:
+    """Every `*.py` under root, sorted, skipping names that start with '_' or '.'."""
+    found: list[Path] = []
+    for current, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+        found.extend(
+            Path(current, f)
+            for f in sorted(files)
+            if f.endswith(".py") and not f.startswith(("_", "."))
+        )
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+@contextmanager
+def _importable(root: Path) -> Iterator[str]:
+    """Put root on sys.path and give its files a package name no other folder shares."""
+    _forget()
+    prefix = "_sched_jobs_" + hashlib.sha1(str(root).encode()).hexdigest()[:12]
+    before = set(sys.modules)
+    # Appended, not inserted first: a job file named like an installed module (queue.py,
+    # email.py) must not shadow it for the rest of the process. The folder stays on sys.path
+    # after loading because job code may import its helpers lazily, at run time in the horse;
+    # the next load_jobs takes it off before adding its own.
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+        _left["path"] = [str(root)]
+    try:
+        _add_package(prefix, root)
+        yield prefix
+    finally:
+        # Only modules of the folder itself: forgetting a third-party package would import it
+        # twice (and some extension modules refuse that).
+        _left["modules"] = [
+            name
+            for name, module in list(sys.modules.items())
+            if name not in before and (name.startswith(prefix) or _inside(module, root))
+        ]
+
+
+def _forget() -> None:
+    """Undo what the last load left: its sys.path entry and the modules it imported."""
+    for folder in _left["path"]:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    for name in _left["modules"]:
+        sys.modules.pop(name, None)
+    _left["path"], _left["modules"] = [], []
+
+
+def _inside(module: types.ModuleType | None, root: Path) -> bool:
+    origin = getattr(module, "__file__", None)
+    if not isinstance(origin, str):
+        paths = list(getattr(module, "__path__", None) or [])
+        origin = paths[0] if paths and isinstance(paths[0], str) else None
+    return origin is not None and Path(os.path.abspath(origin)).is_relative_to(root)
+
+
+def _add_package(name: str, folder: Path) -> None:
+    """Register a package for folder, so relative imports between job files work."""
+    if name in sys.modules:
+        return
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
+    package = importlib.util.module_from_spec(spec)
+    package.__path__ = [str(folder)]
+    sys.modules[name] = package
+
+
+def _import_file(path: Path, root: Path, prefix: str, collector: Collector) -> None:
+    parts = path.relative_to(root).with_suffix("").parts
+    for depth in range(1, len(parts)):
+        _add_package(".".join((prefix, *parts[:depth])), root.joinpath(*parts[:depth]))
+    name = ".".join((prefix, *parts))
+    if name in sys.modules:
+        return  # already imported by another job file during this load
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        collector.problems.append(_syntax_problem(exc, path))
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(name, None)
+        collector.problems.append(_import_problem(exc, path))
+
+
+def _syntax_problem(exc: SyntaxError, path: Path) -> Problem:
+    if exc.filename is None or not os.path.isfile(exc.filename):
+        return _import_problem(exc, path)  # compile() of a string inside the job code
+    message = f"syntax error: {exc.msg}"
+    if exc.text and exc.text.strip():
+        message += f" in {exc.text.strip()!r}"
+    return Problem(display_path(exc.filename), exc.lineno or 1, None, message)
+
+
+def _import_problem(exc: BaseException, path: Path) -> Problem:
+    """Point at the deepest line of the job file in the traceback, and say where it was raised."""
+    target = os.path.abspath(path)
+    line, raised = 1, None
+    for frame, lineno in _frames(exc.__traceback__):
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if filename == target:
+            line = lineno
+        raised = (filename, lineno)
+    detail = str(exc)
+    message = f"import failed: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    if raised is not None and raised[0] != target and os.path.isfile(raised[0]):
+        message += f" (raised at {display_path(raised[0])}:{raised[1]})"
+    return Problem(display_path(path), line, None, message)
+
+
+def _frames(tb: types.TracebackType | None) -> Iterator[tuple[types.FrameType, int]]:
+    while tb is not None:
+        yield tb.tb_frame, tb.tb_lineno
+        tb = tb.tb_next
+
+
+def _unique(specs: Iterable[JobSpec]) -> list[JobSpec]:
+    """Drop re-runs of one definition (a job file imported again by another job file)."""
+    seen: set[tuple[str, int, str]] = set()
+    out = []
+    for spec in specs:
+        key = (spec.path, spec.line, spec.name)
+        if key not in seen:
+            seen.add(key)
+            out.append(spec)
+    return out
+
+
+def _duplicates(specs: list[JobSpec]) -> list[Problem]:
+    first: dict[str, JobSpec] = {}
+    problems = []
+    for spec in specs:
+        if spec.name in first:
+            problems.append(
+                Problem(
+                    spec.path,
+                    spec.line,
+                    spec.name,
+                    f"duplicate job name {spec.name!r}, first defined at {first[spec.name].where}",
+                    "expected unique names; give one of them another name=",
+                )
+            )
+        else:
+            first[spec.name] = spec
+    return problems
+
+
+def summarize(
+    specs: Mapping[str, JobSpec] | Iterable[JobSpec], folder: str | Path | None = None
+) -> str:
+    """One line for `sched check`, e.g. '4 jobs OK in jobs/ (3 python, 1 command)'."""
+    items = list(specs.values()) if isinstance(specs, Mapping) else list(specs)
+    if folder is None and items:
+        folder = os.path.commonpath([os.path.dirname(os.path.abspath(s.path)) for s in items])
+    where = f" in {display_path(folder).rstrip('/')}/" if folder is not None else ""
+    if not items:
+        return f"no jobs defined{where}"
+    python = sum(1 for s in items if s.kind == "python")
+    commands = len(items) - python
+    kinds = []
+    if python:
+        kinds.append(f"{python} python")
+    if commands:
+        kinds.append(f"{commands} command{'s' if commands != 1 else ''}")
+    plural = "s" if len(items) != 1 else ""
+    return f"{len(items)} job{plural} OK{where} ({', '.join(kinds)})"
