@@ -1,0 +1,213 @@
+"""The work horse: the forked child that executes one run and exits.
+
+It puts itself in its own process group, dies with its parent, resets signal dispositions,
+sends its output to the parent's bounded capture, arms a real-time timer for the deadline and
+runs the function (or execs the program; the timer survives exec). It never touches Redis:
+it reports on a pipe with one JSON line and leaves with `os._exit`, so no atexit handler,
+non-daemon thread or inherited buffer of the parent can hold it up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import traceback
+from types import FrameType
+from typing import Any, NoReturn
+
+from scheduler.errors import JobTimeout
+from scheduler.model import JobSpec
+
+PR_SET_PDEATHSIG = 1
+# Exit codes the parent reads together with the report line.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_TIMEOUT = 124
+EXIT_ORPHAN = 125
+EXIT_EXEC_FAILED = 127
+ERROR_TEXT_LIMIT = 32 * 1024
+
+
+def run(spec: JobSpec, timeout_s: float, out_fd: int, report_fd: int, parent: int) -> NoReturn:
+    """Execute `spec` in this (freshly forked) process and exit; never returns."""
+    try:
+        _detach(parent)
+        _redirect(out_fd)
+        if spec.argv is not None:
+            _exec(spec.argv, timeout_s, report_fd)
+        _run_function(spec, timeout_s, report_fd)
+    except BaseException as exc:  # noqa: BLE001 - a horse must always exit with a report
+        timed_out = isinstance(exc, JobTimeout)
+        outcome = "timeout" if timed_out else "raised"
+        _report(report_fd, {"outcome": outcome, "error": describe_exception(exc)})
+        _exit(EXIT_TIMEOUT if timed_out else EXIT_FAILED)
+
+
+def _detach(parent: int) -> None:
+    os.setpgid(0, 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The parent may have died before prctl took effect; then nobody would ever kill us.
+    if os.getppid() != parent:
+        os._exit(EXIT_ORPHAN)
+    signal.set_wakeup_fd(-1)  # the parent's wake-up pipe is not ours to write to
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _redirect(out_fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.close(out_fd)
+    for stream in (sys.stdout, sys.stderr):
+        # Line by line, so a followed log shows output as it happens.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+
+
+def _exec(argv: tuple[str, ...], timeout_s: float, report_fd: int) -> NoReturn:
+    # SIGALRM stays at its default action, so the program is terminated at the deadline.
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        os.execvp(argv[0], list(argv))
+    except OSError as exc:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        _report(
+            report_fd,
+            {
+                "outcome": "exec-failed",
+                "error": {
+                    "type": type(exc).__name__,
+                    "message": f"cannot execute {argv[0]!r}: {exc.strerror}",
+                    "traceback": "",
+                },
+            },
+        )
+        _exit(EXIT_EXEC_FAILED)
+
+
+class _Alarm:
+    """SIGALRM handler: the first raises JobTimeout, any later one ends the horse at once."""
+
+    def __init__(self, report_fd: int, second_after_s: float) -> None:
+        self.report_fd = report_fd
+        self.second_after_s = second_after_s
+        self.fired = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.fired:
+            # The job swallowed JobTimeout and kept going: stop it here.
+            _report(self.report_fd, {"outcome": "timeout", "note": "JobTimeout was caught"})
+            _exit(EXIT_TIMEOUT)
+        self.fired = True
+        signal.setitimer(signal.ITIMER_REAL, self.second_after_s)
+        raise JobTimeout("the run's deadline passed")
+
+
+def _run_function(spec: JobSpec, timeout_s: float, report_fd: int) -> NoReturn:
+    assert spec.func is not None
+    alarm = _Alarm(report_fd, second_after_s=min(1.0, max(timeout_s / 10, 0.05)))
+    signal.signal(signal.SIGALRM, alarm)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in any Python program
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        result = spec.func()
+    except JobTimeout as exc:
+        _report(report_fd, {"outcome": "timeout", "error": describe_exception(exc)})
+        _exit(EXIT_TIMEOUT)
+    except SystemExit as exc:
+        _disarm()
+        code = _exit_code(exc.code)
+        _report(report_fd, {"outcome": "exit", "exit_code": code})
+        _exit(code)
+    except BaseException as exc:  # noqa: BLE001 - reported as `failed`
+        _disarm()
+        if alarm.fired:
+            _report(report_fd, {"outcome": "timeout", "error": describe_exception(exc)})
+            _exit(EXIT_TIMEOUT)
+        _report(report_fd, {"outcome": "raised", "error": describe_exception(exc)})
+        _exit(EXIT_FAILED)
+    _disarm()
+    if alarm.fired:
+        _report(report_fd, {"outcome": "timeout", "note": "returned after its deadline"})
+        _exit(EXIT_TIMEOUT)
+    _report_result(report_fd, result)
+    _exit(EXIT_OK)
+
+
+def _disarm() -> None:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _report_result(report_fd: int, result: object) -> None:
+    try:
+        encoded = json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        _report(
+            report_fd,
+            {"outcome": "unusable", "reason": f"returned {type(result).__name__}: {exc}"},
+        )
+        _exit(EXIT_FAILED)
+    if len(encoded) > ERROR_TEXT_LIMIT:
+        _report(
+            report_fd,
+            {
+                "outcome": "unusable",
+                "reason": f"returned {len(encoded)} bytes of JSON; the limit is {ERROR_TEXT_LIMIT}",
+            },
+        )
+        _exit(EXIT_FAILED)
+    _report(report_fd, {"outcome": "returned", "result": result})
+
+
+def describe_exception(exc: BaseException) -> dict[str, str]:
+    """Type, message and traceback of an exception, each bounded."""
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > ERROR_TEXT_LIMIT:
+        tb = "...\n" + tb[-ERROR_TEXT_LIMIT:]
+    return {
+        "type": type(exc).__qualname__,
+        "message": str(exc)[:ERROR_TEXT_LIMIT],
+        "traceback": tb,
+    }
+
+
+def _report(report_fd: int, message: dict[str, Any]) -> None:
+    data = (json.dumps(message) + "\n").encode()
+    try:
+        while data:
+            written = os.write(report_fd, data)
+            data = data[written:]
+    except OSError:
+        pass  # The parent is gone or stopped reading; the exit status still speaks.
+
+
+def _exit(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a broken stream must not keep the horse alive
+            pass
+    os._exit(code)

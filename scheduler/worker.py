@@ -1,0 +1,552 @@
+"""The worker parent: claim a run, fork a horse, watch it, kill it if it must, record the end.
+
+The parent is the only writer of a run's final status. It waits on a pidfd and the horse's
+pipes with poll(), so a signal, a chatty job or a stuck one never stops it from renewing its
+lease or from killing the horse's whole process group at deadline + grace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import gc
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from scheduler import horse
+from scheduler.model import JobSpec, RunStatus, format_seconds
+from scheduler.store import ConnectionErrors, Store
+
+log = logging.getLogger("sched.worker")
+
+PR_SET_CHILD_SUBREAPER = 36
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Every timing of a worker; process tests shrink them to fractions of a second."""
+
+    lease_s: float = 15.0
+    heartbeat_s: float = 3.0
+    grace_s: float = 5.0
+    output_limit: int = 64 * 1024
+    reap_interval_s: float = 5.0
+    idle_wait_s: float = 1.0
+    report_backoff_max_s: float = 10.0
+
+
+class OutputTail:
+    """The last `limit` bytes written by a horse; memory stays bounded however much it prints."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self.buffer += chunk
+        if len(self.buffer) > 2 * self.limit:
+            del self.buffer[: len(self.buffer) - self.limit]
+
+    def text(self) -> str:
+        data = bytes(self.buffer[-self.limit :])
+        dropped = self.total - len(data)
+        body = data.decode("utf-8", errors="replace")
+        if dropped:
+            return f"[... {dropped} earlier bytes not kept ...]\n{body}"
+        return body
+
+
+@dataclass
+class Outcome:
+    """How a horse ended, as the parent saw it."""
+
+    status: RunStatus
+    reason: str | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    error: dict[str, str] | None = None
+    result: Any = None
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class _Watch:
+    """What the wait loop learns about one horse."""
+
+    pid: int
+    deadline: float
+    backstop: float
+    killed_for: str | None = None
+    report: bytearray = field(default_factory=bytearray)
+
+
+class Worker:
+    """One worker process: runs one job at a time, each in a forked horse."""
+
+    def __init__(
+        self,
+        store: Store,
+        specs: Mapping[str, JobSpec],
+        *,
+        queues: Sequence[str] = ("default",),
+        settings: WorkerSettings | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.specs = dict(specs)
+        self.queues = list(queues)
+        self.settings = settings or WorkerSettings()
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.shutdown_requests = 0
+        self._next_reap = 0.0
+        self._next_heartbeat = 0.0
+        self._pending: list[tuple[str, str, RunStatus, float, dict[str, object]]] = []
+        self._wakeup_r: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def request_shutdown(self, signum: int, frame: FrameType | None = None) -> None:
+        """Signal handler: the first request is warm, the second cold."""
+        self.shutdown_requests += 1
+        kind = "warm" if self.shutdown_requests == 1 else "cold"
+        log.info("worker %s: %s shutdown (%s)", self.id, kind, signal.Signals(signum).name)
+
+    @property
+    def cold(self) -> bool:
+        return self.shutdown_requests >= 2
+
+    def run(self, max_runs: int | None = None) -> int:
+        """Serve the queues until shutdown; return the process exit code."""
+        signal.signal(signal.SIGTERM, self.request_shutdown)
+        signal.signal(signal.SIGINT, self.request_shutdown)
+        # Any signal also writes a byte here, which wakes the wait loop's poll() at once.
+        self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+        libc = ctypes.CDLL(None, use_errno=True)
+        # Grandchildren that escape the horse's process group are re-parented to us, so
+        # they can be found and killed when the run ends.
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        gc.collect()
+        gc.freeze()  # Fewer pages touched after fork: the horse's copy-on-write stays cheap.
+        log.info("worker %s: serving queues %s", self.id, ", ".join(self.queues))
+        done = 0
+        while not self.shutdown_requests and (max_runs is None or done < max_runs):
+            try:
+                done += self._serve_one()
+            except ConnectionErrors as exc:
+                log.warning("worker %s: Redis unreachable (%s); retrying", self.id, exc)
+                self._sleep(1.0)
+        self._deliver_pending(final=True)
+        with contextlib.suppress(*ConnectionErrors):
+            self.store.unregister_worker(self.id)
+        log.info("worker %s: stopped", self.id)
+        return 0
+
+    def _serve_one(self) -> int:
+        self._deliver_pending()
+        self._maintain()
+        run_id = self.store.wait_for_run(self.id, self.queues, self.settings.idle_wait_s)
+        if run_id is None:
+            return 0
+        fields = self.store.claim(self.id, run_id, self.settings.lease_s)
+        if fields is None:
+            return 0
+        self.execute(fields)
+        return 1
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self.store.heartbeat(
+                self.id,
+                self.settings.lease_s,
+                None,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                queues=",".join(self.queues),
+            )
+            self._next_heartbeat = now + self.settings.heartbeat_s
+        if now >= self._next_reap:
+            for run_id in self.store.reap():
+                log.warning("run %s: lost (its worker stopped renewing the lease)", run_id)
+            self.store.recover_inboxes()
+            self._next_reap = now + self.settings.reap_interval_s
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.shutdown_requests and time.monotonic() < end:
+            time.sleep(min(0.1, end - time.monotonic()))
+
+    # -- one run -------------------------------------------------------------------------
+
+    def execute(self, fields: Mapping[str, str]) -> RunStatus:
+        """Run a claimed run to its end and record the outcome; return the final status."""
+        run_id, job = fields["id"], fields["job"]
+        spec = self.specs.get(job)
+        if spec is None:
+            outcome = Outcome(
+                RunStatus.FAILED,
+                reason=f"job {job!r} is not defined in this worker's jobs folder; "
+                "nothing was imported or run",
+            )
+            self._record(run_id, job, outcome, 0.0)
+            return outcome.status
+        timeout_s = float(fields.get("timeout_s") or spec.timeout_s)
+        started = time.monotonic()
+        outcome = self._fork_and_watch(run_id, spec, timeout_s)
+        duration = time.monotonic() - started
+        self._record(run_id, job, outcome, duration)
+        return outcome.status
+
+    def _fork_and_watch(self, run_id: str, spec: JobSpec, timeout_s: float) -> Outcome:
+        out_r, out_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        with contextlib.suppress(OSError):
+            import fcntl
+
+            fcntl.fcntl(out_w, F_SETPIPE_SZ, PIPE_SIZE)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or the horse would print the parent's buffered lines again
+        parent = os.getpid()
+        before = set(_children(parent))
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the horse; measured by the process tests
+            os.close(out_r)
+            os.close(rep_r)
+            horse.run(spec, timeout_s, out_w, rep_w, parent)
+        os.close(out_w)
+        os.close(rep_w)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # also done by the horse; whoever is first wins the race
+        now = time.monotonic()
+        watch = _Watch(
+            pid, deadline=now + timeout_s, backstop=now + timeout_s + self.settings.grace_s
+        )
+        tail = OutputTail(self.settings.output_limit)
+        log.debug("run %s: horse %d started (timeout %s)", run_id, pid, format_seconds(timeout_s))
+        try:
+            self._watch(run_id, watch, out_r, rep_r, tail)
+            self._kill_group(pid)
+            self._drain(out_r, tail, watch, rep_r)
+            status, rusage = self._reap_horse(pid)
+        finally:
+            os.close(out_r)
+            os.close(rep_r)
+        self._kill_strays(before)
+        outcome = classify(spec, timeout_s, self.settings.grace_s, status, watch)
+        outcome.fields.update(
+            pid=pid,
+            output=tail.text(),
+            max_rss_kb=rusage.ru_maxrss,
+            cpu_s=round(rusage.ru_utime + rusage.ru_stime, 3),
+        )
+        return outcome
+
+    def _watch(self, run_id: str, watch: _Watch, out_r: int, rep_r: int, tail: OutputTail) -> None:
+        pidfd = os.pidfd_open(watch.pid)
+        poller = select.poll()
+        for fd in (out_r, rep_r, pidfd):
+            poller.register(fd, select.POLLIN)
+        if self._wakeup_r is not None:
+            poller.register(self._wakeup_r, select.POLLIN)
+        open_fds = {out_r, rep_r}
+        self._renew(run_id, watch.pid)  # also makes the horse's pid visible while it runs
+        next_beat = time.monotonic() + self.settings.heartbeat_s
+        try:
+            while True:
+                now = time.monotonic()
+                self._maybe_kill(watch, now)
+                if now >= next_beat:
+                    self._renew(run_id)
+                    next_beat = now + self.settings.heartbeat_s
+                wake = min(next_beat, watch.backstop if watch.killed_for is None else next_beat)
+                try:
+                    events = poller.poll(max(0.0, wake - time.monotonic()) * 1000 + 1)
+                except BaseException as exc:  # noqa: BLE001 - see below
+                    # A signal handler that raises (KeyboardInterrupt, or one installed by
+                    # job code imported into this process) must not abandon the horse.
+                    log.warning("run %s: signal during wait (%r); still waiting", run_id, exc)
+                    continue
+                if self._handle_events(events, pidfd, out_r, rep_r, open_fds, tail, watch, poller):
+                    return
+        finally:
+            os.close(pidfd)
+
+    def _handle_events(
+        self,
+        events: list[tuple[int, int]],
+        pidfd: int,
+        out_r: int,
+        rep_r: int,
+        open_fds: set[int],
+        tail: OutputTail,
+        watch: _Watch,
+        poller: select.poll,
+    ) -> bool:
+        exited = False
+        for fd, _ in events:
+            if fd == pidfd:
+                exited = True
+            elif fd == self._wakeup_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(fd, 512)
+            elif fd in open_fds:
+                chunk = _read(fd)
+                if not chunk:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+                elif fd == out_r:
+                    tail.feed(chunk)
+                else:
+                    watch.report += chunk
+        return exited
+
+    def _maybe_kill(self, watch: _Watch, now: float) -> None:
+        if watch.killed_for is not None:
+            return
+        if now >= watch.backstop:
+            watch.killed_for = "deadline"
+        elif self.cold:
+            watch.killed_for = "shutdown"
+        else:
+            return
+        self._kill_group(watch.pid)
+
+    def _renew(self, run_id: str, pid: int | None = None) -> None:
+        try:
+            held = self.store.heartbeat(self.id, self.settings.lease_s, run_id, pid)
+        except ConnectionErrors as exc:
+            log.warning("run %s: cannot renew lease (%s); the horse keeps running", run_id, exc)
+            return
+        if not held:
+            log.warning("run %s: this worker no longer holds the run's lease", run_id)
+
+    @staticmethod
+    def _kill_group(pgid: int) -> None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            pass
+
+    @staticmethod
+    def _drain(out_r: int, tail: OutputTail, watch: _Watch, rep_r: int) -> None:
+        for fd in (out_r, rep_r):
+            os.set_blocking(fd, False)
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                if fd == out_r:
+                    tail.feed(chunk)
+                else:
+                    watch.report += chunk
+
+    @staticmethod
+    def _reap_horse(pid: int) -> tuple[int, Any]:
+        while True:
+            try:
+                _, status, rusage = os.wait4(pid, 0)
+                return status, rusage
+            except InterruptedError:
+                continue
+            except BaseException:  # noqa: BLE001 - a raising handler; the horse is still ours
+                continue
+
+    @staticmethod
+    def _kill_strays(before: set[int]) -> None:
+        """Kill and reap processes re-parented to this worker during the run.
+
+        They descend from the horse but left its process group (setsid); children the
+        worker had before the fork are not touched.
+        """
+        for pid in set(_children(os.getpid())) - before:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+    # -- recording -----------------------------------------------------------------------
+
+    def _record(self, run_id: str, job: str, outcome: Outcome, duration_s: float) -> None:
+        fields: dict[str, object] = {
+            "reason": outcome.reason,
+            "exit_code": outcome.exit_code,
+            "signal": outcome.signal,
+            "error": outcome.error,
+            "result": json.dumps(outcome.result) if outcome.result is not None else None,
+            **outcome.fields,
+        }
+        if self.cold and outcome.status is RunStatus.KILLED:
+            fields["reason"] = "shutdown"
+        self._pending.append((run_id, job, outcome.status, duration_s, fields))
+        self._deliver_pending()
+        log.info(
+            "run %s (%s): %s in %s%s",
+            run_id,
+            job,
+            outcome.status,
+            f"{duration_s:.3f}s",
+            f" - {outcome.reason}" if outcome.reason else "",
+        )
+
+    def _deliver_pending(self, final: bool = False) -> None:
+        """Send finished runs' reports; keep them (in order) while Redis is unreachable."""
+        backoff = 0.2
+        while self._pending:
+            run_id, job, status, duration_s, fields = self._pending[0]
+            try:
+                recorded, current = self.store.finish(
+                    self.id, run_id, job, status, duration_s, fields
+                )
+            except ConnectionErrors as exc:
+                if not final or self.cold:
+                    log.warning("run %s: report waits for Redis (%s)", run_id, exc)
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.report_backoff_max_s)
+                continue
+            if not recorded:
+                log.warning(
+                    "run %s: reported %s late; the record already says %s (kept as late_report)",
+                    run_id,
+                    status,
+                    current,
+                )
+            self._pending.pop(0)
+
+
+def classify(
+    spec: JobSpec, timeout_s: float, grace_s: float, status: int, watch: _Watch
+) -> Outcome:
+    """Turn the horse's wait status and report line into the run's final status."""
+    report = _parse_report(bytes(watch.report))
+    if watch.killed_for == "deadline":
+        return Outcome(
+            RunStatus.TIMED_OUT,
+            reason=f"still running {format_seconds(grace_s)} after its "
+            f"{format_seconds(timeout_s)} deadline: process group killed (SIGKILL)",
+            signal="SIGKILL",
+        )
+    if os.WIFSIGNALED(status):
+        return _by_signal(os.WTERMSIG(status), timeout_s, watch)
+    code = os.WEXITSTATUS(status)
+    if report is None:
+        return _without_report(spec, code)
+    return _by_report(report, code, timeout_s)
+
+
+def _by_signal(signum: int, timeout_s: float, watch: _Watch) -> Outcome:
+    name = _signal_name(signum)
+    if watch.killed_for == "shutdown":
+        return Outcome(RunStatus.KILLED, reason="shutdown", signal=name)
+    if signum == signal.SIGALRM:
+        return Outcome(
+            RunStatus.TIMED_OUT,
+            reason=f"deadline of {format_seconds(timeout_s)} passed: ended by SIGALRM",
+            signal=name,
+        )
+    return Outcome(RunStatus.KILLED, reason=f"killed by {name}", signal=name)
+
+
+def _without_report(spec: JobSpec, code: int) -> Outcome:
+    if spec.argv is not None:
+        if code == 0:
+            return Outcome(RunStatus.COMPLETED, exit_code=0)
+        return Outcome(RunStatus.FAILED, reason=f"exited with code {code}", exit_code=code)
+    if code == 0:
+        return Outcome(
+            RunStatus.COMPLETED, reason="exited with code 0 before returning", exit_code=0
+        )
+    return Outcome(
+        RunStatus.FAILED, reason=f"exited with code {code} before returning", exit_code=code
+    )
+
+
+def _by_report(report: dict[str, Any], code: int, timeout_s: float) -> Outcome:
+    kind = report.get("outcome")
+    error = report.get("error")
+    if kind == "returned":
+        return Outcome(RunStatus.COMPLETED, exit_code=0, result=report.get("result"))
+    if kind == "timeout":
+        note = report.get("note")
+        reason = f"deadline of {format_seconds(timeout_s)} passed: JobTimeout raised"
+        return Outcome(
+            RunStatus.TIMED_OUT,
+            reason=f"{reason} ({note})" if note else reason,
+            exit_code=code,
+            error=error,
+        )
+    if kind == "exit":
+        exit_code = int(report.get("exit_code", code))
+        if exit_code == 0:
+            return Outcome(RunStatus.COMPLETED, reason="sys.exit(0)", exit_code=0)
+        return Outcome(RunStatus.FAILED, reason=f"sys.exit({exit_code})", exit_code=exit_code)
+    if kind == "unusable":
+        return Outcome(
+            RunStatus.FAILED, reason=f"unusable result: {report.get('reason')}", exit_code=code
+        )
+    if kind == "exec-failed":
+        message = (error or {}).get("message", "cannot execute the program")
+        return Outcome(RunStatus.FAILED, reason=message, exit_code=code, error=error)
+    summary = f"{(error or {}).get('type', 'error')}: {(error or {}).get('message', '')}"
+    return Outcome(RunStatus.FAILED, reason=f"raised {summary}", exit_code=code, error=error)
+
+
+def _parse_report(data: bytes) -> dict[str, Any] | None:
+    line = data.split(b"\n", 1)[0]
+    if not line:
+        return None
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _read(fd: int) -> bytes:
+    while True:
+        try:
+            return os.read(fd, 65536)
+        except BaseException as exc:  # noqa: BLE001 - only a raising signal handler gets here
+            if isinstance(exc, OSError) and exc.errno != errno.EINTR:
+                raise
+            log.warning("signal during read (%r); reading again", exc)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found += [int(x) for x in fh.read().split()]
+    except OSError:
+        return found
+    return found

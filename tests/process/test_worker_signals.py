@@ -1,0 +1,98 @@
+"""Signals delivered to a worker parent while its horse runs: the run is still reported right."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from scheduler.embedded import EmbeddedRedis
+from scheduler.model import RunStatus
+from scheduler.store import Store
+from tests.helpers import wait_for
+from tests.process.conftest import final, start_worker, stop_worker, trigger
+
+
+@pytest.fixture()
+def fresh(redis_server: EmbeddedRedis) -> Iterator[tuple[Store, str]]:
+    namespace = f"sig-{uuid.uuid4().hex[:6]}"
+    store = Store(redis_server.url, namespace)
+    yield store, namespace
+    store.close()
+
+
+def _running(store: Store, run_id: str) -> bool:
+    run = store.get_run(run_id)
+    return run.status is RunStatus.RUNNING and run.pid is not None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_warm_shutdown_signal_while_waiting(
+    fresh: tuple[Store, str], redis_server: EmbeddedRedis, sig: signal.Signals
+) -> None:
+    store, namespace = fresh
+    proc = start_worker(redis_server.url, namespace)
+    try:
+        run_id = trigger(store, "sleeps-a-second")
+        wait_for(lambda: _running(store, run_id), 10, "the run to start")
+        os.kill(proc.pid, sig)
+        run = final(store, run_id)
+        assert run.status is RunStatus.COMPLETED
+        assert (run.output or "").strip() == "slept"
+        assert proc.wait(10) == 0, "the worker should exit after a warm shutdown"
+    finally:
+        output = stop_worker(proc)
+    assert "warm shutdown" in output
+
+
+def test_job_that_terminates_its_own_worker(
+    fresh: tuple[Store, str], redis_server: EmbeddedRedis
+) -> None:
+    store, namespace = fresh
+    proc = start_worker(redis_server.url, namespace)
+    try:
+        run = final(store, trigger(store, "terminates-worker"))
+        assert run.status is RunStatus.COMPLETED
+        assert proc.wait(10) == 0
+    finally:
+        stop_worker(proc)
+
+
+def test_handler_that_raises_during_wait(
+    fresh: tuple[Store, str], redis_server: EmbeddedRedis
+) -> None:
+    # The jobs module installs a SIGUSR1 handler in the worker that raises RuntimeError.
+    store, namespace = fresh
+    proc = start_worker(redis_server.url, namespace)
+    try:
+        run_id = trigger(store, "sleeps-a-second")
+        wait_for(lambda: _running(store, run_id), 10, "the run to start")
+        for _ in range(3):
+            os.kill(proc.pid, signal.SIGUSR1)
+        run = final(store, run_id)
+        assert run.status is RunStatus.COMPLETED
+        assert proc.poll() is None, "the worker should still be serving"
+    finally:
+        stop_worker(proc)
+
+
+def test_cold_shutdown_kills_and_records(
+    fresh: tuple[Store, str], redis_server: EmbeddedRedis
+) -> None:
+    store, namespace = fresh
+    proc = start_worker(redis_server.url, namespace)
+    try:
+        run_id = trigger(store, "waits")
+        wait_for(lambda: _running(store, run_id), 10, "the run to start")
+        # Two different signals: two of the same kind sent at once may merge into one.
+        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGINT)
+        run = final(store, run_id)
+        assert run.status is RunStatus.KILLED
+        assert run.reason == "shutdown"
+        assert proc.wait(10) == 0
+    finally:
+        stop_worker(proc)
