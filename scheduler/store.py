@@ -416,34 +416,93 @@ class Store:
         reason: str = "",
     ) -> Enqueued:
         """Create the run for one fire (once per id) and queue it, skip it or record it missed."""
+        keys, args = self._enqueue_call(
+            run_id,
+            job,
+            scheduled_for,
+            queue,
+            overlap,
+            trigger,
+            attempt,
+            timeout_s,
+            advance_last_fire,
+            outcome,
+            reason,
+        )
+        reply = self._enqueue(keys=keys, args=args)
+        return Enqueued(run_id, bool(reply[0]), str(reply[1]))
+
+    def record_missed(
+        self,
+        job: str,
+        fires: Sequence[tuple[str, datetime]],
+        *,
+        queue: str,
+        timeout_s: float | None,
+        reason: str,
+    ) -> int:
+        """Record many (run id, fire) pairs as `missed` in pipelined batches; return how many."""
+        created = 0
+        for start in range(0, len(fires), 1000):
+            pipe = self.redis.pipeline(transaction=False)
+            for run_id, fire_at in fires[start : start + 1000]:
+                keys, args = self._enqueue_call(
+                    run_id,
+                    job,
+                    fire_at,
+                    queue,
+                    "allow",
+                    "schedule",
+                    1,
+                    timeout_s,
+                    True,
+                    "missed",
+                    reason,
+                )
+                self._enqueue(keys=keys, args=args, client=pipe)
+            created += sum(int(reply[0]) for reply in pipe.execute())
+        return created
+
+    def _enqueue_call(
+        self,
+        run_id: str,
+        job: str,
+        scheduled_for: datetime,
+        queue: str,
+        overlap: str,
+        trigger: str,
+        attempt: int,
+        timeout_s: float | None,
+        advance_last_fire: bool,
+        outcome: str,
+        reason: str,
+    ) -> tuple[list[str], list[str | int]]:
         k = self.keys
         outcome_status = outcome if outcome != "queue" else "skipped"
         extra = _pairs(
             {"trigger": trigger, "attempt": attempt, "queue": queue, "timeout_s": timeout_s}
         )
-        reply = self._enqueue(
-            keys=[
-                k.run(run_id),
-                k.queue(queue),
-                k.active(job),
-                k.all_runs,
-                k.by_job(job),
-                k.by_status(RunStatus.QUEUED),
-                k.by_status(outcome_status),
-                k.last_fire,
-            ],
-            args=[
-                run_id,
-                job,
-                to_ms(scheduled_for),
-                overlap,
-                "1" if advance_last_fire else "0",
-                outcome,
-                reason,
-                *extra,
-            ],
-        )
-        return Enqueued(run_id, bool(reply[0]), str(reply[1]))
+        keys = [
+            k.run(run_id),
+            k.queue(queue),
+            k.active(job),
+            k.all_runs,
+            k.by_job(job),
+            k.by_status(RunStatus.QUEUED),
+            k.by_status(outcome_status),
+            k.last_fire,
+        ]
+        args: list[str | int] = [
+            run_id,
+            job,
+            to_ms(scheduled_for),
+            overlap,
+            "1" if advance_last_fire else "0",
+            outcome,
+            reason,
+            *extra,
+        ]
+        return keys, args
 
     def last_fires(self) -> dict[str, datetime]:
         """The newest fire instant enqueued (or recorded) for each job."""

@@ -1,0 +1,130 @@
+"""The scheduler loop against a real Redis: on time, never early, once per fire, catch-up."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scheduler.beat import Beat, BeatSettings
+from scheduler.model import Catchup, JobSpec, RunStatus, Trigger, run_id_for
+from scheduler.store import Store
+from tests.helpers import wait_for
+
+
+def spec(name: str = "tick", **kw: object) -> JobSpec:
+    fields: dict[str, object] = {"every_s": 0.2, "timeout_s": 5.0, "overlap": "allow"}
+    fields.update(kw)
+    return JobSpec(name=name, path="jobs/x.py", line=1, **fields)  # type: ignore[arg-type]
+
+
+@contextmanager
+def running(beat: Beat) -> Iterator[Beat]:
+    thread = threading.Thread(target=beat.run, daemon=True)
+    thread.start()
+    try:
+        yield beat
+    finally:
+        beat.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_fires_on_time_never_early(store: Store) -> None:
+    beat = Beat(store, {"tick": spec()}, BeatSettings(max_sleep_s=0.05))
+    with running(beat):
+        wait_for(lambda: len(store.history(job="tick", limit=10)) >= 5, 10, "5 fires")
+    runs = store.history(job="tick", limit=100)
+    for run in runs:
+        assert run.enqueued_at is not None
+        assert run.scheduled_for.timestamp() * 1000 % 200 == 0  # multiples of 0.2 s
+        assert run.enqueued_at >= run.scheduled_for, "enqueued before its fire instant"
+        assert run.enqueued_at - run.scheduled_for < timedelta(seconds=1)
+        assert run.id == run_id_for("tick", run.scheduled_for)
+        assert run.trigger is Trigger.SCHEDULE
+
+
+def test_two_schedulers_enqueue_each_fire_once(redis_url: str) -> None:
+    stores = [Store(redis_url), Store(redis_url)]
+    beats = [Beat(s, {"tick": spec(every_s=0.1)}, BeatSettings(max_sleep_s=0.02)) for s in stores]
+    with running(beats[0]), running(beats[1]):
+        wait_for(lambda: len(stores[0].history(job="tick", limit=30)) >= 20, 15, "20 fires")
+    runs = stores[0].history(job="tick", limit=1000)
+    instants = sorted(r.scheduled_for for r in runs)
+    assert len(instants) == len(set(instants))
+    # No gaps: consecutive fires are exactly one interval apart.
+    gaps = {b - a for a, b in zip(instants, instants[1:], strict=False)}
+    assert gaps == {timedelta(seconds=0.1)}
+    queued = stores[0].redis.lrange(stores[0].keys.queue("default"), 0, -1)
+    assert len(queued) == len(set(queued)) == len(runs)
+    for s in stores:
+        s.close()
+
+
+def test_restart_does_not_fire_twice(store: Store) -> None:
+    first = Beat(store, {"tick": spec()}, BeatSettings(max_sleep_s=0.05))
+    with running(first):
+        wait_for(lambda: first.fired >= 3, 10, "3 fires")
+    second = Beat(store, {"tick": spec()}, BeatSettings(max_sleep_s=0.05))
+    with running(second):
+        wait_for(lambda: second.fired >= 3, 10, "3 more fires")
+    runs = store.history(job="tick", limit=1000)
+    assert len(runs) == len({r.id for r in runs})
+    assert len(runs) >= 6
+
+
+NOW = datetime(2026, 11, 27, 10, 3, 30, tzinfo=UTC)
+LAST = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("policy", "queued", "missed"),
+    [
+        (Catchup.NONE, [], ["10:01", "10:02", "10:03"]),
+        (Catchup.LATEST, ["10:03"], ["10:01", "10:02"]),
+        (Catchup.ALL, ["10:01", "10:02", "10:03"], []),
+    ],
+)
+def test_catch_up_after_downtime(
+    store: Store, policy: Catchup, queued: list[str], missed: list[str]
+) -> None:
+    job = spec("minutely", every_s=None, cron="* * * * *", catchup=policy)
+    store.enqueue(
+        run_id=run_id_for("minutely", LAST),
+        job="minutely",
+        scheduled_for=LAST,
+        queue="default",
+        outcome="missed",
+    )
+    beat = Beat(store, {"minutely": job}, clock=lambda: NOW)
+    beat.start()
+    runs = [r for r in store.history(job="minutely", limit=10) if r.scheduled_for > LAST]
+
+    def hhmm(status: RunStatus) -> list[str]:
+        return sorted(r.scheduled_for.strftime("%H:%M") for r in runs if r.status is status)
+
+    assert hhmm(RunStatus.QUEUED) == queued
+    assert hhmm(RunStatus.MISSED) == missed
+    assert all(r.trigger is Trigger.CATCHUP for r in runs if r.status is RunStatus.QUEUED)
+    assert beat.heap[0][0] == datetime(2026, 11, 27, 10, 4, tzinfo=UTC)
+
+
+def test_catch_up_all_is_capped(store: Store) -> None:
+    job = spec("often", every_s=1.0, catchup=Catchup.ALL, catchup_limit=5)
+    start = NOW - timedelta(seconds=10_000)
+    store.enqueue(
+        run_id=run_id_for("often", start),
+        job="often",
+        scheduled_for=start,
+        queue="default",
+        outcome="missed",
+    )
+    beat = Beat(store, {"often": job}, clock=lambda: NOW)
+    beat.start()
+    assert store.queue_depth("default") == 5
+    assert (
+        len(store.history(job="often", statuses=[RunStatus.MISSED], limit=20_000)) == 10_000 - 5 + 1
+    )
