@@ -1,0 +1,84 @@
+"""`sched run` as a user runs it: embedded Redis, scheduler and workers, then Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import wait_for
+
+JOBS = Path(__file__).parent / "e2e_jobs"
+
+
+def sched(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", "--jobs", str(JOBS), "--state-dir", str(state), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def statuses(state: Path) -> set[str]:
+    result = sched(state, "history", "--json", "--limit", "200")
+    if result.returncode != 0:
+        return set()
+    return {run["status"] for run in json.loads(result.stdout)}
+
+
+def test_sched_run_end_to_end(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scheduler",
+            "--jobs",
+            str(JOBS),
+            "--state-dir",
+            str(state),
+            "run",
+            "--workers",
+            "2",
+            "--grace",
+            "0.3s",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wanted = {"completed", "failed", "timed-out"}
+        wait_for(lambda: wanted <= statuses(state), 30, f"runs ending {wanted}")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stdout is not None
+    with proc.stdout:
+        log = proc.stdout.read()
+    assert "embedded Redis on unix://" in log
+    assert "fire quick.ok for" in log
+    assert "): completed in" in log and "): timed-out in" in log
+    assert "warm shutdown" in log
+    assert not (state / "redis.sock").exists(), "the embedded Redis should be stopped"
+    # With `sched run` stopped, history is still readable from the state folder.
+    after = sched(state, "history", "quick.fails", "--json")
+    assert after.returncode == 0, after.stderr
+    runs = json.loads(after.stdout)
+    assert runs and {r["status"] for r in runs} <= {"failed", "skipped", "queued"}
+    failed = next(r for r in runs if r["status"] == "failed")
+    assert failed["error"]["type"] == "RuntimeError"
+    shown = sched(state, "show", failed["id"])
+    assert "expected failure" in shown.stdout
