@@ -515,16 +515,14 @@ class Store:
         """Move the next queued run id into the worker's inbox, waiting up to timeout_s."""
         k = self.keys
         inbox = k.inbox(worker)
-        for name in queues[1:]:
-            moved = self.redis.lmove(k.queue(name), inbox, "LEFT", "RIGHT")
-            if moved is not None:
-                return cast(str, moved)
         if len(queues) > 1:
-            # Only the first queue can be waited on; the others are looked at between waits.
+            # In order of preference; only the first queue can be waited on, so the others
+            # are looked at again at least twice a second.
+            for name in queues:
+                moved = self.redis.lmove(k.queue(name), inbox, "LEFT", "RIGHT")
+                if moved is not None:
+                    return cast(str, moved)
             timeout_s = min(timeout_s, 0.5)
-        first = self.redis.lmove(k.queue(queues[0]), inbox, "LEFT", "RIGHT")
-        if first is not None:
-            return cast(str, first)
         # BLMOVE takes fractional seconds (Redis 6+); redis-py only annotates int.
         wait = cast(int, timeout_s)
         moved = self.redis.blmove(k.queue(queues[0]), inbox, wait, "LEFT", "RIGHT")

@@ -181,3 +181,11 @@ def test_mask_url_hides_the_password() -> None:
     assert mask_url("redis://user:s3cret@host:6380/0") == "redis://user:***@host:6380/0"
     assert mask_url("rediss://:s3cret@host/1") == "rediss://:***@host/1"
     assert mask_url("unix:///tmp/x.sock") == "unix:///tmp/x.sock"
+
+
+def test_wait_for_run_prefers_the_first_queue(store: Store) -> None:
+    store.enqueue(run_id="low@1", job="low", scheduled_for=T0, queue="low")
+    store.enqueue(run_id="high@1", job="high", scheduled_for=T0, queue="high")
+    assert store.wait_for_run("w", ["high", "low"], 0.1) == "high@1"
+    assert store.wait_for_run("w", ["high", "low"], 0.1) == "low@1"
+    assert store.wait_for_run("w", ["high", "low"], 0.05) is None
