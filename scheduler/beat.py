@@ -28,8 +28,12 @@ class BeatSettings:
 
     # A fire enqueued later than this after its instant is handled as downtime (catch-up).
     late_after_s: float = 5.0
+    # Reaping lost runs and promoting due retries: often, so `lost` shows up within seconds.
+    reap_every_s: float = 2.0
+    # Retention and checking that Redis still has our data.
     maintenance_every_s: float = 30.0
     max_sleep_s: float = 0.5
+    lease_s: float = 15.0
     retention: Retention = Retention()
 
 
@@ -55,6 +59,7 @@ class Beat:
         self.heap: list[tuple[datetime, str]] = []
         self.stopping = False
         self.fired = 0
+        self._seen_epoch = False
 
     def stop(self, *_: object) -> None:
         """Ask the loop to return after the current step (usable as a signal handler)."""
@@ -77,11 +82,15 @@ class Beat:
     def run(self) -> None:
         """Loop until stop() is called."""
         self.start()
-        next_maintenance = time.monotonic()
+        next_reap = next_maintenance = time.monotonic()
         while not self.stopping:
-            if time.monotonic() >= next_maintenance:
+            now = time.monotonic()
+            if now >= next_reap:
+                self._reap()
+                next_reap = now + self.settings.reap_every_s
+            if now >= next_maintenance:
                 self._maintain()
-                next_maintenance = time.monotonic() + self.settings.maintenance_every_s
+                next_maintenance = now + self.settings.maintenance_every_s
             self.step()
 
     def step(self) -> None:
@@ -119,6 +128,7 @@ class Beat:
             overlap=str(spec.overlap),
             trigger=str(trigger),
             timeout_s=spec.timeout_s,
+            policy=run_policy(spec),
         )
         if result.created:
             self.fired += 1
@@ -162,14 +172,35 @@ class Beat:
             len(dropped),
         )
 
-    def _maintain(self) -> None:
+    def _reap(self) -> None:
         try:
-            for run_id in self.store.reap():
+            for run_id in self.store.reap(self.settings.lease_s):
                 log.warning("run %s: lost (its worker stopped renewing the lease)", run_id)
             self.store.recover_inboxes()
+            self.store.promote_due()
+        except ConnectionErrors as exc:
+            log.warning("scheduler: reaping skipped, Redis unreachable (%s)", exc)
+
+    def _maintain(self) -> None:
+        try:
+            if self.store.claim_epoch():
+                if self._seen_epoch:
+                    # Keys we wrote are gone: Redis restarted empty or was flushed. The
+                    # schedule itself lives in the jobs folder and in this loop's heap.
+                    log.warning("scheduler: Redis lost its data; schedules continue from now")
+            self._seen_epoch = True
             self.store.trim(self.specs, self.settings.retention)
         except ConnectionErrors as exc:
             log.warning("scheduler: maintenance skipped, Redis unreachable (%s)", exc)
+
+
+def run_policy(spec: JobSpec) -> dict[str, object]:
+    """Fields stored on each run for the transitions that follow (retries, misfire grace)."""
+    return {
+        "retries": spec.retries or None,
+        "retry_backoff_s": spec.retry_backoff_s if spec.retries else None,
+        "misfire_grace_s": spec.misfire_grace_s,
+    }
 
 
 def next_fire(spec: JobSpec, after: datetime) -> datetime:

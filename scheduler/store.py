@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.exceptions
 
+from scheduler import scripts
 from scheduler.model import Run, RunStatus, from_ms, to_ms
 
 DEFAULT_NAMESPACE = "sched"
@@ -70,224 +72,20 @@ class Keys:
         return f"{self.prefix}workers"
 
     @property
-    def jobs(self) -> str:
-        return f"{self.prefix}jobs"
+    def paused(self) -> str:
+        return f"{self.prefix}paused"
 
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"
 
-# Shared Lua prelude: Redis server time in milliseconds (one clock for every host).
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
+    @property
+    def clock(self) -> str:
+        return f"{self.prefix}clock"
 
-ENQUEUE = (
-    """
--- Create a run for one fire of a job, at most once per run id.
--- KEYS[1] run hash        KEYS[2] queue list      KEYS[3] active set of the job
--- KEYS[4] idx:all         KEYS[5] idx:job         KEYS[6] idx:status:queued
--- KEYS[7] idx:status of the outcome when not queued (skipped or missed)
--- KEYS[8] last_fire hash
--- ARGV[1] run id  ARGV[2] job  ARGV[3] scheduled_for ms  ARGV[4] overlap policy
--- ARGV[5] '1' to require scheduled_for > last fire of the job and advance it, '0' otherwise
--- ARGV[6] outcome: 'queue', 'missed' or 'skipped'   ARGV[7] reason for a non-queued outcome
--- ARGV[8..] field, value pairs stored as they are (trigger, attempt, queue, timeout_s)
--- Returns {created (0/1), status}.
-"""
-    + _NOW
-    + """
-local existing = redis.call('HGET', KEYS[1], 'status')
-if existing then return {0, existing} end
-local fire = tonumber(ARGV[3])
-if ARGV[5] == '1' then
-  local last = redis.call('HGET', KEYS[8], ARGV[2])
-  if last and tonumber(last) >= fire then return {0, 'stale'} end
-  redis.call('HSET', KEYS[8], ARGV[2], ARGV[3])
-end
-local status = 'queued'
-local reason = ARGV[7]
-if ARGV[6] ~= 'queue' then
-  status = ARGV[6]
-elseif ARGV[4] == 'skip' then
-  local other = redis.call('SRANDMEMBER', KEYS[3])
-  if other then
-    status = 'skipped'
-    reason = 'overlap=skip: run ' .. other .. ' of this job is still queued or running'
-  end
-end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'job', ARGV[2], 'scheduled_for', ARGV[3],
-  'enqueued_at', now, 'status', status)
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if status == 'queued' then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[1])
-  redis.call('ZADD', KEYS[6], fire, ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'reason', reason, 'finished_at', now)
-  redis.call('ZADD', KEYS[7], fire, ARGV[1])
-end
-redis.call('ZADD', KEYS[4], fire, ARGV[1])
-redis.call('ZADD', KEYS[5], fire, ARGV[1])
-return {1, status}
-"""
-)
-
-CLAIM = (
-    """
--- A worker takes a run it moved into its inbox: queued -> running, with a lease.
--- KEYS[1] inbox list  KEYS[2] run hash  KEYS[3] running zset
--- KEYS[4] idx:status:queued  KEYS[5] idx:status:running  KEYS[6] worker hash
--- ARGV[1] run id  ARGV[2] worker id  ARGV[3] lease ms
--- Returns the run's fields as a flat list, or {} when it is no longer queued.
-"""
-    + _NOW
-    + """
-redis.call('LREM', KEYS[1], 1, ARGV[1])
-local fields = redis.call('HMGET', KEYS[2], 'status', 'scheduled_for')
-if fields[1] ~= 'queued' then return {} end
-redis.call('HSET', KEYS[2], 'status', 'running', 'started_at', now, 'worker', ARGV[2])
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZADD', KEYS[5], fields[2], ARGV[1])
-redis.call('HSET', KEYS[6], 'current', ARGV[1])
-return redis.call('HGETALL', KEYS[2])
-"""
-)
-
-HEARTBEAT = (
-    """
--- A worker says it is alive and extends the lease of the run it is executing.
--- KEYS[1] workers zset  KEYS[2] worker hash  KEYS[3] running zset  KEYS[4] run hash (or any key)
--- ARGV[1] worker id  ARGV[2] lease ms  ARGV[3] run id or ''  ARGV[4] horse pid or ''
--- ARGV[5..] worker field, value pairs
--- Returns 1 when the worker still holds the run (or has none), 0 when the run is not its own.
-"""
-    + _NOW
-    + """
-local expiry = now + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-if #ARGV > 4 then redis.call('HSET', KEYS[2], unpack(ARGV, 5)) end
-redis.call('HSET', KEYS[2], 'heartbeat_at', now)
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 10)
-if ARGV[3] == '' then return 1 end
-local fields = redis.call('HMGET', KEYS[4], 'status', 'worker')
-if fields[1] ~= 'running' or fields[2] ~= ARGV[1] then return 0 end
-redis.call('ZADD', KEYS[3], expiry, ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], 'pid', ARGV[4]) end
-return 1
-"""
-)
-
-FINISH = (
-    """
--- The worker records the final status of a run it holds. Only the holder may finish it.
--- KEYS[1] run hash  KEYS[2] running zset  KEYS[3] active set of the job
--- KEYS[4] idx:status:running  KEYS[5] idx:status of the final status  KEYS[6] worker hash
--- ARGV[1] run id  ARGV[2] worker id  ARGV[3] final status  ARGV[4] duration ms
--- ARGV[5..] field, value pairs (reason, exit_code, signal, pid, output, error, ...)
--- Returns {1, status} when recorded, {0, current status} when the run was not held.
-"""
-    + _NOW
-    + """
-local fields = redis.call('HMGET', KEYS[1], 'status', 'worker', 'started_at', 'scheduled_for')
-if fields[1] ~= 'running' or fields[2] ~= ARGV[2] then
-  if fields[1] then
-    local late = {}
-    for i = 5, #ARGV, 2 do if ARGV[i] ~= 'output' then late[ARGV[i]] = ARGV[i + 1] end end
-    late['status'] = ARGV[3]
-    late['worker'] = ARGV[2]
-    late['reported_at'] = now
-    redis.call('HSET', KEYS[1], 'late_report', cjson.encode(late))
-  end
-  return {0, fields[1] or ''}
-end
-local started = tonumber(fields[3])
-local duration = tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', started + duration,
-  'duration_s', string.format('%.3f', duration / 1000))
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZADD', KEYS[5], fields[4], ARGV[1])
-if redis.call('HGET', KEYS[6], 'current') == ARGV[1] then redis.call('HDEL', KEYS[6], 'current') end
-return {1, ARGV[3]}
-"""
-)
-
-FAIL_QUEUED = (
-    """
--- A worker refuses a run it cannot execute (job not in its jobs folder): queued -> failed.
--- KEYS[1] inbox list  KEYS[2] run hash  KEYS[3] active set  KEYS[4] idx:status:queued
--- KEYS[5] idx:status:failed
--- ARGV[1] run id  ARGV[2] worker id  ARGV[3] reason
-"""
-    + _NOW
-    + """
-redis.call('LREM', KEYS[1], 1, ARGV[1])
-local fields = redis.call('HMGET', KEYS[2], 'status', 'scheduled_for')
-if fields[1] ~= 'queued' then return 0 end
-redis.call('HSET', KEYS[2], 'status', 'failed', 'reason', ARGV[3], 'worker', ARGV[2],
-  'finished_at', now)
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZADD', KEYS[5], fields[2], ARGV[1])
-return 1
-"""
-)
-
-REAP = (
-    """
--- Mark a run lost when its lease has expired: its worker stopped renewing it.
--- KEYS[1] running zset  KEYS[2] run hash  KEYS[3] active set  KEYS[4] idx:status:running
--- KEYS[5] idx:status:lost
--- ARGV[1] run id  ARGV[2] reason
-"""
-    + _NOW
-    + """
-local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not lease or tonumber(lease) > now then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-local fields = redis.call('HMGET', KEYS[2], 'status', 'scheduled_for', 'started_at')
-if fields[1] ~= 'running' then return 0 end
-local started = tonumber(fields[3]) or now
-redis.call('HSET', KEYS[2], 'status', 'lost', 'reason', ARGV[2], 'finished_at', now,
-  'duration_s', string.format('%.3f', (now - started) / 1000))
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZADD', KEYS[5], fields[2], ARGV[1])
-return 1
-"""
-)
-
-REQUEUE_INBOX = (
-    """
--- Put a run that a dead worker moved into its inbox, but never claimed, back in its queue.
--- KEYS[1] inbox list  KEYS[2] queue list  KEYS[3] run hash
--- ARGV[1] run id
-"""
-    + """
-local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
-if removed == 0 then return 0 end
-if redis.call('HGET', KEYS[3], 'status') ~= 'queued' then return 0 end
-redis.call('LPUSH', KEYS[2], ARGV[1])
-return 1
-"""
-)
-
-DROP = (
-    """
--- Forget a finished run (retention): its hash and every index entry.
--- KEYS[1] run hash  KEYS[2] idx:all  KEYS[3] idx:job  KEYS[4..] idx:status of every status
--- ARGV[1] run id
-"""
-    + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'queued' or status == 'running' then return 0 end
-redis.call('DEL', KEYS[1])
-for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
-return 1
-"""
-)
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"
 
 
 def mask_url(url: str) -> str:
@@ -309,6 +107,43 @@ class Retention:
 
     keep_runs: int = 1000
     max_age_s: float = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a heartbeat learned: whether the worker still holds its run, and why to stop it."""
+
+    held: bool
+    kill_requested: str | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """The next attempt of a run: its id, its backoff delay and its attempt number."""
+
+    run_id: str
+    delay_ms: int
+    attempt: int
+
+
+DEFAULT_RETRY_ON = ("failed", "timed-out", "lost")
+
+
+def retry_plan(fields: Mapping[str, str], status: RunStatus) -> Retry | None:
+    """The retry a run earns by ending with `status`, from the policy stored on it.
+
+    The delay doubles with each attempt from `retry_backoff_s`, with equal jitter (half fixed,
+    half random) so that runs failing together do not retry in lockstep.
+    """
+    retries = int(fields.get("retries") or 0)
+    attempt = int(fields.get("attempt") or 1)
+    retry_on = (fields.get("retry_on") or ",".join(DEFAULT_RETRY_ON)).split(",")
+    if attempt > retries or str(status) not in retry_on:
+        return None
+    base = float(fields.get("retry_backoff_s") or 60.0) * 2 ** (attempt - 1)
+    delay = base / 2 + random.uniform(0, base / 2)
+    root = fields["id"].split("#", 1)[0]
+    return Retry(f"{root}#{attempt + 1}", int(delay * 1000), attempt + 1)
 
 
 @dataclass(frozen=True)
@@ -342,21 +177,39 @@ def _pairs(fields: Mapping[str, object]) -> list[str]:
 class Store:
     """Typed operations over one Redis database and namespace."""
 
-    def __init__(self, url: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(
+        self,
+        url: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        socket_timeout_s: float = 10.0,
+        clock_gap_s: float = 5.0,
+    ) -> None:
         self.url = url
         self.namespace = namespace
         self.keys = Keys(namespace)
+        # Redis silent for longer than this (stopped, restarted, cut off) counts as an outage.
+        self.clock_gap_s = clock_gap_s
+        self.socket_timeout_s = socket_timeout_s
+        # A bounded wait, so a stalled Redis cannot hold a caller forever.
         self.redis: redis.Redis = redis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
+            url,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            socket_timeout=socket_timeout_s,
+            health_check_interval=30,
         )
-        self._enqueue = self.redis.register_script(ENQUEUE)
-        self._claim = self.redis.register_script(CLAIM)
-        self._heartbeat = self.redis.register_script(HEARTBEAT)
-        self._finish = self.redis.register_script(FINISH)
-        self._fail_queued = self.redis.register_script(FAIL_QUEUED)
-        self._reap = self.redis.register_script(REAP)
-        self._requeue = self.redis.register_script(REQUEUE_INBOX)
-        self._drop = self.redis.register_script(DROP)
+        self._enqueue = self.redis.register_script(scripts.ENQUEUE)
+        self._claim = self.redis.register_script(scripts.CLAIM)
+        self._heartbeat = self.redis.register_script(scripts.HEARTBEAT)
+        self._finish = self.redis.register_script(scripts.FINISH)
+        self._restore = self.redis.register_script(scripts.RESTORE)
+        self._fail_queued = self.redis.register_script(scripts.FAIL_QUEUED)
+        self._reap = self.redis.register_script(scripts.REAP)
+        self._promote = self.redis.register_script(scripts.PROMOTE)
+        self._kill = self.redis.register_script(scripts.KILL)
+        self._requeue = self.redis.register_script(scripts.REQUEUE_INBOX)
+        self._drop = self.redis.register_script(scripts.DROP)
 
     # -- connection ----------------------------------------------------------------------
 
@@ -414,23 +267,36 @@ class Store:
         advance_last_fire: bool = True,
         outcome: str = "queue",
         reason: str = "",
+        policy: Mapping[str, object] | None = None,
     ) -> Enqueued:
-        """Create the run for one fire (once per id) and queue it, skip it or record it missed."""
-        keys, args = self._enqueue_call(
-            run_id,
-            job,
-            scheduled_for,
-            queue,
-            overlap,
-            trigger,
-            attempt,
-            timeout_s,
-            advance_last_fire,
-            outcome,
-            reason,
-        )
-        reply = self._enqueue(keys=keys, args=args)
-        return Enqueued(run_id, bool(reply[0]), str(reply[1]))
+        """Create the run for one fire (once per id) and queue it, skip it or record it missed.
+
+        `policy` holds fields stored on the run for later transitions (retries,
+        retry_backoff_s, misfire_grace_s). With overlap `queue` or `replace` the job's active
+        runs are read first and the script re-checks them, retrying if they changed.
+        """
+        fields = {"trigger": trigger, "attempt": attempt, "queue": queue, "timeout_s": timeout_s}
+        fields.update(policy or {})
+        for _ in range(100):
+            active: list[str] = []
+            if overlap in ("queue", "replace") and outcome == "queue":
+                active = sorted(cast(set[str], self.redis.smembers(self.keys.active(job))))
+            keys, args = self._enqueue_call(
+                run_id,
+                job,
+                scheduled_for,
+                queue,
+                overlap,
+                advance_last_fire,
+                outcome,
+                reason,
+                active,
+                fields,
+            )
+            reply = self._enqueue(keys=keys, args=args)
+            if reply[1] != "retry":
+                return Enqueued(run_id, bool(reply[0]), str(reply[1]))
+        raise RuntimeError(f"the active runs of {job!r} keep changing; enqueue gave up")
 
     def record_missed(
         self,
@@ -443,21 +309,12 @@ class Store:
     ) -> int:
         """Record many (run id, fire) pairs as `missed` in pipelined batches; return how many."""
         created = 0
+        fields = {"trigger": "schedule", "attempt": 1, "queue": queue, "timeout_s": timeout_s}
         for start in range(0, len(fires), 1000):
             pipe = self.redis.pipeline(transaction=False)
             for run_id, fire_at in fires[start : start + 1000]:
                 keys, args = self._enqueue_call(
-                    run_id,
-                    job,
-                    fire_at,
-                    queue,
-                    "allow",
-                    "schedule",
-                    1,
-                    timeout_s,
-                    True,
-                    "missed",
-                    reason,
+                    run_id, job, fire_at, queue, "allow", True, "missed", reason, [], fields
                 )
                 self._enqueue(keys=keys, args=args, client=pipe)
             created += sum(int(reply[0]) for reply in pipe.execute())
@@ -470,18 +327,14 @@ class Store:
         scheduled_for: datetime,
         queue: str,
         overlap: str,
-        trigger: str,
-        attempt: int,
-        timeout_s: float | None,
-        advance_last_fire: bool,
+        scheduled: bool,
         outcome: str,
         reason: str,
+        active: Sequence[str],
+        fields: Mapping[str, object],
     ) -> tuple[list[str], list[str | int]]:
         k = self.keys
         outcome_status = outcome if outcome != "queue" else "skipped"
-        extra = _pairs(
-            {"trigger": trigger, "attempt": attempt, "queue": queue, "timeout_s": timeout_s}
-        )
         keys = [
             k.run(run_id),
             k.queue(queue),
@@ -491,18 +344,38 @@ class Store:
             k.by_status(RunStatus.QUEUED),
             k.by_status(outcome_status),
             k.last_fire,
+            k.paused,
+            *(k.run(other) for other in active),
         ]
         args: list[str | int] = [
             run_id,
             job,
             to_ms(scheduled_for),
             overlap,
-            "1" if advance_last_fire else "0",
+            "1" if scheduled else "0",
             outcome,
             reason,
-            *extra,
+            len(active),
+            *active,
+            *_pairs(fields),
         ]
         return keys, args
+
+    def pause(self, job: str) -> bool:
+        """Pause a job's schedule (fires are recorded skipped); False if it already was."""
+        return bool(self.redis.sadd(self.keys.paused, job))
+
+    def resume(self, job: str) -> bool:
+        """Resume a paused job; False if it was not paused."""
+        return bool(self.redis.srem(self.keys.paused, job))
+
+    def paused_jobs(self) -> set[str]:
+        """The names of paused jobs."""
+        return cast(set[str], self.redis.smembers(self.keys.paused))
+
+    def claim_epoch(self) -> bool:
+        """Mark this Redis as holding our data; True if the mark was missing (new or emptied)."""
+        return bool(self.redis.set(self.keys.epoch, str(self.server_time_ms()), nx=True))
 
     def last_fires(self) -> dict[str, datetime]:
         """The newest fire instant enqueued (or recorded) for each job."""
@@ -529,8 +402,9 @@ class Store:
         return cast(str | None, moved)
 
     def claim(self, worker: str, run_id: str, lease_s: float) -> dict[str, str] | None:
-        """Turn a run in the worker's inbox into `running`; None when it is no longer queued."""
+        """Turn a run in the worker's inbox into `running`; None when it is not to be run."""
         k = self.keys
+        job = run_id.split("@", 1)[0]
         flat = self._claim(
             keys=[
                 k.inbox(worker),
@@ -539,6 +413,8 @@ class Store:
                 k.by_status(RunStatus.QUEUED),
                 k.by_status(RunStatus.RUNNING),
                 k.worker(worker),
+                k.by_status(RunStatus.MISSED),
+                k.active(job),
             ],
             args=[run_id, worker, int(lease_s * 1000)],
         )
@@ -569,17 +445,24 @@ class Store:
         run_id: str | None = None,
         pid: int | None = None,
         **info: object,
-    ) -> bool:
-        """Renew the worker's presence and its run's lease; False if the run is not its own.
+    ) -> Heartbeat:
+        """Renew the worker's presence and its run's lease, and collect any kill request.
 
         With `pid`, the horse's pid is recorded on the run (so it can be seen while running).
         """
         k = self.keys
         reply = self._heartbeat(
-            keys=[k.workers, k.worker(worker), k.running, k.run(run_id or "-")],
-            args=[worker, int(lease_s * 1000), run_id or "", pid or "", *_pairs(info)],
+            keys=[k.workers, k.worker(worker), k.running, k.run(run_id or "-"), k.clock],
+            args=[
+                worker,
+                int(lease_s * 1000),
+                run_id or "",
+                pid or "",
+                int(self.clock_gap_s * 1000),
+                *_pairs(info),
+            ],
         )
-        return bool(reply)
+        return Heartbeat(bool(reply[0]), str(reply[1]) or None)
 
     def finish(
         self,
@@ -589,9 +472,14 @@ class Store:
         status: RunStatus,
         duration_s: float,
         fields: Mapping[str, object],
+        retry: Retry | None = None,
     ) -> tuple[bool, str]:
-        """Record a run's final status; (False, current status) if the worker did not hold it."""
+        """Record a run's final status; (False, current status) if the worker did not hold it.
+
+        With `retry`, the next attempt is created in the same step, due after its backoff.
+        """
         k = self.keys
+        retry_id = retry.run_id if retry else ""
         reply = self._finish(
             keys=[
                 k.run(run_id),
@@ -600,10 +488,66 @@ class Store:
                 k.by_status(RunStatus.RUNNING),
                 k.by_status(status),
                 k.worker(worker),
+                *self._retry_keys(job, retry_id),
             ],
-            args=[run_id, worker, str(status), int(duration_s * 1000), *_pairs(fields)],
+            args=[
+                run_id,
+                worker,
+                str(status),
+                int(duration_s * 1000),
+                retry_id,
+                retry.delay_ms if retry else 0,
+                retry.attempt if retry else 0,
+                *_pairs(fields),
+            ],
         )
         return bool(reply[0]), str(reply[1])
+
+    def _retry_keys(self, job: str, retry_id: str) -> list[str]:
+        k = self.keys
+        return [
+            k.run(retry_id or "-"),
+            k.delayed,
+            k.all_runs,
+            k.by_job(job),
+            k.by_status(RunStatus.QUEUED),
+        ]
+
+    def restore(self, fields: Mapping[str, object]) -> bool:
+        """Re-create a finished run's record from a worker's copy (after Redis lost it)."""
+        k = self.keys
+        run_id, job = str(fields["id"]), str(fields["job"])
+        return bool(
+            self._restore(
+                keys=[k.run(run_id), k.all_runs, k.by_job(job), k.by_status(str(fields["status"]))],
+                args=[run_id, str(fields["scheduled_for"]), *_pairs(fields)],
+            )
+        )
+
+    def kill(self, run_id: str, reason: str = "operator") -> str:
+        """Stop a run: a queued one at once, a running one through its worker's heartbeat.
+
+        Returns the status it had; UnknownRun when there is no such run.
+        """
+        from scheduler.errors import UnknownRun
+
+        k = self.keys
+        fields = cast(list[str | None], self.redis.hmget(k.run(run_id), "job", "queue"))
+        if fields[0] is None:
+            raise UnknownRun(run_id)
+        job, queue = fields[0], fields[1] or "default"
+        before = self._kill(
+            keys=[
+                k.run(run_id),
+                k.queue(queue),
+                k.active(job),
+                k.by_status(RunStatus.QUEUED),
+                k.by_status(RunStatus.KILLED),
+                k.delayed,
+            ],
+            args=[run_id, reason],
+        )
+        return str(before)
 
     def unregister_worker(self, worker: str) -> None:
         """Remove a worker that is shutting down (its inbox is empty by then)."""
@@ -629,14 +573,23 @@ class Store:
 
     # -- recovery ------------------------------------------------------------------------
 
-    def reap(self, reason: str = "lease expired: its worker stopped renewing it") -> list[str]:
-        """Mark runs whose lease expired `lost`; return their ids."""
+    def reap(
+        self, lease_s: float, reason: str = "lease expired: its worker stopped renewing it"
+    ) -> list[str]:
+        """Mark runs whose lease expired `lost` (retrying them per policy); return their ids.
+
+        After Redis was unreachable for a while, nothing is reaped for one `lease_s`, so
+        workers that were cut off too have a chance to renew first.
+        """
         k = self.keys
         now_ms = self.server_time_ms()
         expired = cast(list[str], self.redis.zrangebyscore(k.running, "-inf", now_ms))
         lost: list[str] = []
         for run_id in expired:
-            job = cast(str | None, self.redis.hget(k.run(run_id), "job")) or "-"
+            fields = cast(dict[str, str], self.redis.hgetall(k.run(run_id)))
+            job = fields.get("job", "-")
+            plan = retry_plan(fields, RunStatus.LOST)
+            retry_id = plan.run_id if plan else ""
             done = self._reap(
                 keys=[
                     k.running,
@@ -644,12 +597,37 @@ class Store:
                     k.active(job),
                     k.by_status(RunStatus.RUNNING),
                     k.by_status(RunStatus.LOST),
+                    k.clock,
+                    *self._retry_keys(job, retry_id),
                 ],
-                args=[run_id, reason],
+                args=[
+                    run_id,
+                    reason,
+                    int(self.clock_gap_s * 1000),
+                    int(lease_s * 1000),
+                    retry_id,
+                    plan.delay_ms if plan else 0,
+                    plan.attempt if plan else 0,
+                ],
             )
-            if done:
+            if done == 1:
                 lost.append(run_id)
         return lost
+
+    def promote_due(self) -> int:
+        """Queue the retries whose backoff has passed; return how many."""
+        k = self.keys
+        due = cast(
+            list[str],
+            self.redis.zrangebyscore(k.delayed, "-inf", self.server_time_ms(), start=0, num=500),
+        )
+        moved = 0
+        for run_id in due:
+            queue = cast(str | None, self.redis.hget(k.run(run_id), "queue")) or "default"
+            moved += int(
+                self._promote(keys=[k.delayed, k.queue(queue), k.run(run_id)], args=[run_id])
+            )
+        return moved
 
     def recover_inboxes(self) -> int:
         """Requeue runs that dead workers took from a queue but never claimed."""

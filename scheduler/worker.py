@@ -26,7 +26,7 @@ from typing import Any
 
 from scheduler import horse
 from scheduler.model import JobSpec, RunStatus, format_seconds
-from scheduler.store import ConnectionErrors, Store
+from scheduler.store import ConnectionErrors, Retry, Store, retry_plan
 
 log = logging.getLogger("sched.worker")
 
@@ -91,7 +91,10 @@ class _Watch:
     pid: int
     deadline: float
     backstop: float
+    # Why the worker signalled the group: deadline, shutdown, operator or replaced.
     killed_for: str | None = None
+    # For an operator's or a replacing fire's stop: SIGTERM first, SIGKILL at this time.
+    hard_kill_at: float | None = None
     report: bytearray = field(default_factory=bytearray)
 
 
@@ -115,8 +118,9 @@ class Worker:
         self.shutdown_requests = 0
         self._next_reap = 0.0
         self._next_heartbeat = 0.0
-        self._pending: list[tuple[str, str, RunStatus, float, dict[str, object]]] = []
+        self._pending: list[_Report] = []
         self._wakeup_r: int | None = None
+        self.store_timeout_s = store.socket_timeout_s
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -182,9 +186,10 @@ class Worker:
             )
             self._next_heartbeat = now + self.settings.heartbeat_s
         if now >= self._next_reap:
-            for run_id in self.store.reap():
+            for run_id in self.store.reap(self.settings.lease_s):
                 log.warning("run %s: lost (its worker stopped renewing the lease)", run_id)
             self.store.recover_inboxes()
+            self.store.promote_due()
             self._next_reap = now + self.settings.reap_interval_s
 
     def _sleep(self, seconds: float) -> None:
@@ -204,13 +209,13 @@ class Worker:
                 reason=f"job {job!r} is not defined in this worker's jobs folder; "
                 "nothing was imported or run",
             )
-            self._record(run_id, job, outcome, 0.0)
+            self._record(fields, outcome, 0.0)
             return outcome.status
         timeout_s = float(fields.get("timeout_s") or spec.timeout_s)
         started = time.monotonic()
         outcome = self._fork_and_watch(run_id, spec, timeout_s)
         duration = time.monotonic() - started
-        self._record(run_id, job, outcome, duration)
+        self._record(fields, outcome, duration)
         return outcome.status
 
     def _fork_and_watch(self, run_id: str, spec: JobSpec, timeout_s: float) -> Outcome:
@@ -265,18 +270,19 @@ class Worker:
         if self._wakeup_r is not None:
             poller.register(self._wakeup_r, select.POLLIN)
         open_fds = {out_r, rep_r}
-        self._renew(run_id, watch.pid)  # also makes the horse's pid visible while it runs
+        self._renew(run_id, watch, watch.pid)  # also makes the horse's pid visible at once
         next_beat = time.monotonic() + self.settings.heartbeat_s
         try:
             while True:
                 now = time.monotonic()
                 self._maybe_kill(watch, now)
-                if now >= next_beat:
-                    self._renew(run_id)
+                # A heartbeat may block for the store's socket timeout when Redis stalls;
+                # never start one that could delay the backstop kill.
+                if now >= next_beat and now + self.store_timeout_s < watch.backstop:
+                    self._renew(run_id, watch)
                     next_beat = now + self.settings.heartbeat_s
-                wake = min(next_beat, watch.backstop if watch.killed_for is None else next_beat)
                 try:
-                    events = poller.poll(max(0.0, wake - time.monotonic()) * 1000 + 1)
+                    events = poller.poll(self._poll_ms(watch, next_beat))
                 except BaseException as exc:  # noqa: BLE001 - see below
                     # A signal handler that raises (KeyboardInterrupt, or one installed by
                     # job code imported into this process) must not abandon the horse.
@@ -286,6 +292,15 @@ class Worker:
                     return
         finally:
             os.close(pidfd)
+
+    @staticmethod
+    def _poll_ms(watch: _Watch, next_beat: float) -> float:
+        wake = next_beat
+        if watch.killed_for is None:
+            wake = min(wake, watch.backstop)
+        elif watch.hard_kill_at is not None:
+            wake = min(wake, watch.hard_kill_at)
+        return max(0.0, wake - time.monotonic()) * 1000 + 1
 
     def _handle_events(
         self,
@@ -317,33 +332,36 @@ class Worker:
         return exited
 
     def _maybe_kill(self, watch: _Watch, now: float) -> None:
-        if watch.killed_for is not None:
-            return
-        if now >= watch.backstop:
-            watch.killed_for = "deadline"
-        elif self.cold:
-            watch.killed_for = "shutdown"
-        else:
-            return
-        self._kill_group(watch.pid)
+        if watch.killed_for is None:
+            if now >= watch.backstop:
+                watch.killed_for = "deadline"
+            elif self.cold:
+                watch.killed_for = "shutdown"
+            else:
+                return
+            self._kill_group(watch.pid)
+        elif watch.hard_kill_at is not None and now >= watch.hard_kill_at:
+            watch.hard_kill_at = None
+            self._kill_group(watch.pid)
 
-    def _renew(self, run_id: str, pid: int | None = None) -> None:
+    def _renew(self, run_id: str, watch: _Watch, pid: int | None = None) -> None:
         try:
-            held = self.store.heartbeat(self.id, self.settings.lease_s, run_id, pid)
+            beat = self.store.heartbeat(self.id, self.settings.lease_s, run_id, pid)
         except ConnectionErrors as exc:
             log.warning("run %s: cannot renew lease (%s); the horse keeps running", run_id, exc)
             return
-        if not held:
+        if not beat.held:
             log.warning("run %s: this worker no longer holds the run's lease", run_id)
+        if beat.kill_requested and watch.killed_for is None:
+            log.info("run %s: stopping it (%s)", run_id, beat.kill_requested)
+            watch.killed_for = beat.kill_requested
+            watch.hard_kill_at = time.monotonic() + self.settings.grace_s
+            self._kill_group(watch.pid, signal.SIGTERM)
 
     @staticmethod
-    def _kill_group(pgid: int) -> None:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            pass
+    def _kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
 
     @staticmethod
     def _drain(out_r: int, tail: OutputTail, watch: _Watch, rep_r: int) -> None:
@@ -387,7 +405,8 @@ class Worker:
 
     # -- recording -----------------------------------------------------------------------
 
-    def _record(self, run_id: str, job: str, outcome: Outcome, duration_s: float) -> None:
+    def _record(self, claimed: Mapping[str, str], outcome: Outcome, duration_s: float) -> None:
+        run_id = claimed["id"]
         fields: dict[str, object] = {
             "reason": outcome.reason,
             "exit_code": outcome.exit_code,
@@ -396,43 +415,85 @@ class Worker:
             "result": json.dumps(outcome.result) if outcome.result is not None else None,
             **outcome.fields,
         }
-        if self.cold and outcome.status is RunStatus.KILLED:
-            fields["reason"] = "shutdown"
-        self._pending.append((run_id, job, outcome.status, duration_s, fields))
+        retry = retry_plan(claimed, outcome.status)
+        self._pending.append(_Report(dict(claimed), outcome.status, duration_s, fields, retry))
         self._deliver_pending()
         log.info(
-            "run %s (%s): %s in %s%s",
+            "run %s: %s in %.3fs%s%s",
             run_id,
-            job,
             outcome.status,
-            f"{duration_s:.3f}s",
+            duration_s,
             f" - {outcome.reason}" if outcome.reason else "",
+            f"; retry {retry.run_id} in {retry.delay_ms / 1000:.1f}s" if retry else "",
         )
 
     def _deliver_pending(self, final: bool = False) -> None:
         """Send finished runs' reports; keep them (in order) while Redis is unreachable."""
         backoff = 0.2
         while self._pending:
-            run_id, job, status, duration_s, fields = self._pending[0]
+            report = self._pending[0]
             try:
-                recorded, current = self.store.finish(
-                    self.id, run_id, job, status, duration_s, fields
-                )
+                self._deliver(report)
             except ConnectionErrors as exc:
                 if not final or self.cold:
-                    log.warning("run %s: report waits for Redis (%s)", run_id, exc)
+                    log.warning("run %s: report waits for Redis (%s)", report.run_id, exc)
                     return
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.report_backoff_max_s)
                 continue
-            if not recorded:
-                log.warning(
-                    "run %s: reported %s late; the record already says %s (kept as late_report)",
-                    run_id,
-                    status,
-                    current,
-                )
             self._pending.pop(0)
+
+    def _deliver(self, report: _Report) -> None:
+        recorded, current = self.store.finish(
+            self.id,
+            report.run_id,
+            report.claimed["job"],
+            report.status,
+            report.duration_s,
+            report.fields,
+            report.retry,
+        )
+        if recorded:
+            return
+        if current == "":
+            # Redis lost the record (restarted empty): write the whole run back.
+            self.store.restore(report.restored())
+            log.warning("run %s: record was gone from Redis; restored it", report.run_id)
+            return
+        log.warning(
+            "run %s: reported %s late; the record already says %s (kept as late_report)",
+            report.run_id,
+            report.status,
+            current,
+        )
+
+
+@dataclass
+class _Report:
+    """A finished run's report, kept until Redis has it."""
+
+    claimed: dict[str, str]
+    status: RunStatus
+    duration_s: float
+    fields: dict[str, object]
+    retry: Retry | None
+
+    @property
+    def run_id(self) -> str:
+        return self.claimed["id"]
+
+    def restored(self) -> dict[str, object]:
+        """The full record, from the fields seen at claim time plus the outcome."""
+        started = int(self.claimed.get("started_at") or 0)
+        duration_ms = int(self.duration_s * 1000)
+        return {
+            **self.claimed,
+            **{k: v for k, v in self.fields.items() if v is not None},
+            "status": str(self.status),
+            "worker": self.claimed.get("worker", ""),
+            "finished_at": started + duration_ms,
+            "duration_s": f"{self.duration_s:.3f}",
+        }
 
 
 def classify(
@@ -450,6 +511,9 @@ def classify(
     if os.WIFSIGNALED(status):
         return _by_signal(os.WTERMSIG(status), timeout_s, watch)
     code = os.WEXITSTATUS(status)
+    if watch.killed_for in ("operator", "replaced"):
+        # It was asked to stop and did, by exiting: still an operator's (or a new fire's) kill.
+        return Outcome(RunStatus.KILLED, reason=watch.killed_for, exit_code=code)
     if report is None:
         return _without_report(spec, code)
     return _by_report(report, code, timeout_s)
@@ -457,8 +521,8 @@ def classify(
 
 def _by_signal(signum: int, timeout_s: float, watch: _Watch) -> Outcome:
     name = _signal_name(signum)
-    if watch.killed_for == "shutdown":
-        return Outcome(RunStatus.KILLED, reason="shutdown", signal=name)
+    if watch.killed_for in ("shutdown", "operator", "replaced"):
+        return Outcome(RunStatus.KILLED, reason=watch.killed_for, signal=name)
     if signum == signal.SIGALRM:
         return Outcome(
             RunStatus.TIMED_OUT,

@@ -70,7 +70,7 @@ def test_sched_run_end_to_end(tmp_path: Path) -> None:
         log = proc.stdout.read()
     assert "embedded Redis on unix://" in log
     assert "fire quick.ok for" in log
-    assert "): completed in" in log and "): timed-out in" in log
+    assert ": completed in" in log and ": timed-out in" in log
     assert "warm shutdown" in log
     assert not (state / "redis.sock").exists(), "the embedded Redis should be stopped"
     # With `sched run` stopped, history is still readable from the state folder.

@@ -62,7 +62,7 @@ def test_claim_heartbeat_finish(store: Store) -> None:
     fields = claim(store)
     assert fields is not None
     assert fields["status"] == "running" and fields["worker"] == "w1"
-    assert store.heartbeat("w1", 10, fields["id"], pid=1234)
+    assert store.heartbeat("w1", 10, fields["id"], pid=1234).held
     assert store.get_run(fields["id"]).pid == 1234
     ok, status = store.finish(
         "w1",
@@ -87,7 +87,7 @@ def test_only_the_holder_finishes_and_a_late_report_is_kept(store: Store) -> Non
     enqueue(store)
     fields = claim(store, lease_s=0.05)
     assert fields is not None
-    wait_for(lambda: store.reap(), 5, "the lease to expire")
+    wait_for(lambda: store.reap(0.05), 5, "the lease to expire")
     assert store.get_run(fields["id"]).status is RunStatus.LOST
     ok, status = store.finish("w1", fields["id"], "j", RunStatus.COMPLETED, 0.2, {})
     assert (ok, status) == (False, "lost")
@@ -101,9 +101,9 @@ def test_heartbeat_keeps_the_lease(store: Store) -> None:
     fields = claim(store, lease_s=0.3)
     assert fields is not None
     for _ in range(3):
-        assert store.heartbeat("w1", 5, fields["id"])
-    assert store.reap() == []
-    assert not store.heartbeat("w2", 5, fields["id"])
+        assert store.heartbeat("w1", 5, fields["id"]).held
+    assert store.reap(0.05) == []
+    assert not store.heartbeat("w2", 5, fields["id"]).held
 
 
 def test_dead_workers_inbox_is_requeued(store: Store) -> None:
