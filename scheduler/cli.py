@@ -483,6 +483,8 @@ def trigger(cfg: Config, job: str, wait: bool) -> None:
     Example:
       sched trigger examples.tick --wait
     """
+    from scheduler.beat import run_policy
+
     specs = _load(cfg)
     if job not in specs:
         _fail(f"no job {job!r} in {cfg.jobs}/; `sched list` shows the jobs", EXIT_USAGE)
@@ -499,6 +501,7 @@ def trigger(cfg: Config, job: str, wait: bool) -> None:
             trigger="manual",
             timeout_s=spec.timeout_s,
             advance_last_fire=False,
+            policy=run_policy(spec),
         )
         click.echo(f"queued {run_id}")
         if not wait:
@@ -518,6 +521,67 @@ def _wait_final(store: Any, run_id: str) -> Run:
             return run
         time.sleep(delay)
         delay = min(delay * 1.5, 1.0)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.pass_obj
+def kill(cfg: Config, run_id: str) -> None:
+    """Stop a run: SIGTERM to its process group, SIGKILL after the grace; status `killed`.
+
+    A queued run is marked killed at once; a running one is stopped by its worker within a
+    heartbeat.
+
+    \b
+    Example:
+      sched kill 'backup.nightly@20261127T020000Z'
+    """
+    from scheduler.errors import UnknownRun
+
+    with _store(cfg, start_if_needed=False) as store:
+        try:
+            before = store.kill(run_id, "operator")
+        except UnknownRun as exc:
+            _fail(str(exc))
+    if before == "running":
+        click.echo(f"asked the worker of {run_id} to stop it (reason: operator)")
+    elif before == "queued":
+        click.echo(f"{run_id} was queued: recorded killed (reason: operator)")
+    else:
+        _fail(f"{run_id} already ended: {before}")
+
+
+@cli.command()
+@click.argument("job")
+@click.pass_obj
+def pause(cfg: Config, job: str) -> None:
+    """Pause a job: its fires are recorded `skipped` (reason `paused`) until resumed.
+
+    \b
+    Example:
+      sched pause backup.nightly
+    """
+    specs = _load(cfg)
+    if job not in specs:
+        _fail(f"no job {job!r} in {cfg.jobs}/; `sched list` shows the jobs", EXIT_USAGE)
+    with _store(cfg) as store:
+        changed = store.pause(job)
+    click.echo(f"paused {job}" if changed else f"{job} was already paused")
+
+
+@cli.command()
+@click.argument("job")
+@click.pass_obj
+def resume(cfg: Config, job: str) -> None:
+    """Resume a paused job.
+
+    \b
+    Example:
+      sched resume backup.nightly
+    """
+    with _store(cfg) as store:
+        changed = store.resume(job)
+    click.echo(f"resumed {job}" if changed else f"{job} was not paused")
 
 
 @cli.command()
@@ -564,22 +628,18 @@ def _timing_options(func: Any) -> Any:
     return func
 
 
-def _worker_settings(grace: str, lease: str) -> Any:
+def _timings(grace: str, lease: str) -> Any:
     from scheduler.durations import parse_duration
     from scheduler.errors import InvalidOption
-    from scheduler.worker import WorkerSettings
+    from scheduler.runner import Timings
 
     try:
-        grace_s = parse_duration(grace, option="--grace")
-        lease_s = parse_duration(lease, option="--lease")
+        return Timings(
+            grace_s=parse_duration(grace, option="--grace"),
+            lease_s=parse_duration(lease, option="--lease"),
+        )
     except InvalidOption as exc:
         raise click.BadParameter(f"{exc}; expected {exc.expected}") from exc
-    return WorkerSettings(
-        grace_s=grace_s,
-        lease_s=lease_s,
-        heartbeat_s=max(lease_s / 5, 0.05),
-        reap_interval_s=max(lease_s / 3, 0.1),
-    )
 
 
 @cli.command()
@@ -610,7 +670,7 @@ def run(cfg: Config, n_workers: int, grace: str, lease: str) -> None:
 
     _setup_logging()
     specs = _load(cfg)
-    settings = _worker_settings(grace, lease)
+    timings = _timings(grace, lease)
     server = None
     url = cfg.redis_url
     if url is None:
@@ -635,9 +695,7 @@ def run(cfg: Config, n_workers: int, grace: str, lease: str) -> None:
             n_workers,
             mask_url(url),
         )
-        code = Supervisor(
-            Plan(specs, url, cfg.namespace, workers=n_workers, worker_settings=settings)
-        ).run()
+        code = Supervisor(Plan(specs, url, cfg.namespace, workers=n_workers, timings=timings)).run()
     finally:
         if server is not None:
             server.stop()
@@ -645,8 +703,9 @@ def run(cfg: Config, n_workers: int, grace: str, lease: str) -> None:
 
 
 @cli.command()
+@_timing_options
 @click.pass_obj
-def scheduler(cfg: Config) -> None:
+def scheduler(cfg: Config, grace: str, lease: str) -> None:
     """Run only the scheduler loop (several may run against one Redis).
 
     \b
@@ -659,7 +718,8 @@ def scheduler(cfg: Config) -> None:
     specs = _load(cfg)
     with _store(cfg, start_if_needed=False) as store:
         url = store.url
-    sys.exit(run_scheduler(Plan(specs, url, cfg.namespace)))
+    plan = Plan(specs, url, cfg.namespace, timings=_timings(grace, lease))
+    sys.exit(run_scheduler(plan))
 
 
 @cli.command()
@@ -685,7 +745,7 @@ def worker(cfg: Config, n_workers: int, queues: tuple[str, ...], grace: str, lea
 
     _setup_logging()
     specs = _load(cfg)
-    settings = _worker_settings(grace, lease)
+    timings = _timings(grace, lease)
     with _store(cfg, start_if_needed=False) as store:
         url = store.url
     plan = Plan(
@@ -695,7 +755,7 @@ def worker(cfg: Config, n_workers: int, queues: tuple[str, ...], grace: str, lea
         workers=n_workers,
         scheduler=False,
         queues=tuple(queues),
-        worker_settings=settings,
+        timings=timings,
     )
     if n_workers == 1:
         sys.exit(run_worker(plan))

@@ -31,11 +31,23 @@ EXIT_EXEC_FAILED = 127
 ERROR_TEXT_LIMIT = 32 * 1024
 
 
-def run(spec: JobSpec, timeout_s: float, out_fd: int, report_fd: int, parent: int) -> NoReturn:
-    """Execute `spec` in this (freshly forked) process and exit; never returns."""
+def run(
+    spec: JobSpec,
+    timeout_s: float,
+    out_fd: int,
+    report_fd: int,
+    parent: int,
+    env: dict[str, str] | None = None,
+) -> NoReturn:
+    """Execute `spec` in this (freshly forked) process and exit; never returns.
+
+    `env` is added to the environment (SCHED_RUN_ID, SCHED_JOB, SCHED_ATTEMPT, ...), so a job
+    or program can tell which run and attempt it is.
+    """
     try:
         _detach(parent)
         _redirect(out_fd)
+        os.environ.update(env or {})
         if spec.argv is not None:
             _exec(spec.argv, timeout_s, report_fd)
         _run_function(spec, timeout_s, report_fd)

@@ -8,6 +8,8 @@ A child that dies unexpectedly is restarted.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -19,10 +21,39 @@ from types import FrameType
 from scheduler.beat import Beat, BeatSettings
 from scheduler.model import JobSpec
 from scheduler.store import Store
-from scheduler.worker import Worker, WorkerSettings
+from scheduler.worker import PR_SET_CHILD_SUBREAPER, Worker, WorkerSettings, children_of
 
 log = logging.getLogger("sched.run")
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The two timings operators set (`--lease`, `--grace`); everything else follows.
+
+    Every process on one Redis should use the same lease.
+    """
+
+    lease_s: float = 15.0
+    grace_s: float = 5.0
+
+    @property
+    def clock_gap_s(self) -> float:
+        # Silence longer than this means Redis (not a worker) was unreachable.
+        return self.lease_s / 2
+
+    def worker(self) -> WorkerSettings:
+        """Worker settings: heartbeats well inside the lease, reaping a few times per lease."""
+        return WorkerSettings(
+            lease_s=self.lease_s,
+            grace_s=self.grace_s,
+            heartbeat_s=min(1.0, self.lease_s / 5),
+            reap_interval_s=min(5.0, self.lease_s / 3),
+        )
+
+    def beat(self) -> BeatSettings:
+        """Scheduler settings: it reaps too, often enough to keep the Redis clock fresh."""
+        return BeatSettings(lease_s=self.lease_s, reap_every_s=min(2.0, self.lease_s / 5))
 
 
 @dataclass
@@ -35,14 +66,17 @@ class Plan:
     workers: int = 2
     scheduler: bool = True
     queues: tuple[str, ...] = ("default",)
-    worker_settings: WorkerSettings = field(default_factory=WorkerSettings)
-    beat_settings: BeatSettings = field(default_factory=BeatSettings)
+    timings: Timings = field(default_factory=Timings)
+
+    def store(self) -> Store:
+        """A new connection to the plan's Redis (one per process)."""
+        return Store(self.redis_url, self.namespace, clock_gap_s=self.timings.clock_gap_s)
 
 
 def run_scheduler(plan: Plan) -> int:
     """Run the scheduler loop in this process until SIGINT/SIGTERM."""
-    store = Store(plan.redis_url, plan.namespace)
-    beat = Beat(store, plan.specs, plan.beat_settings)
+    store = plan.store()
+    beat = Beat(store, plan.specs, plan.timings.beat())
     signal.signal(signal.SIGTERM, beat.stop)
     signal.signal(signal.SIGINT, beat.stop)
     beat.run()
@@ -53,8 +87,8 @@ def run_scheduler(plan: Plan) -> int:
 
 def run_worker(plan: Plan, index: int = 0) -> int:
     """Run one worker in this process until shut down."""
-    store = Store(plan.redis_url, plan.namespace)
-    worker = Worker(store, plan.specs, queues=plan.queues, settings=plan.worker_settings)
+    store = plan.store()
+    worker = Worker(store, plan.specs, queues=plan.queues, settings=plan.timings.worker())
     code = worker.run()
     store.close()
     return code
@@ -68,6 +102,7 @@ class Supervisor:
         self.children: dict[int, tuple[str, Callable[[], int]]] = {}
         self.signals: list[int] = []
         self.restarts: dict[str, int] = {}
+        self.own: set[int] = set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
@@ -98,6 +133,10 @@ class Supervisor:
         """Start everything and wait until all children have stopped."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        # Processes orphaned by a worker that died (its horse's children) are re-parented
+        # here instead of to init, so they can be found and killed.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        self.own = set(children_of(os.getpid()))
         plan = self.plan
         if plan.scheduler:
             self._spawn("scheduler", lambda: run_scheduler(plan))
@@ -112,7 +151,8 @@ class Supervisor:
                 continue
             name, target = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
-            if self.signals:
+            self._kill_orphans()
+            if self.signals or code == 0:
                 log.info("%s stopped (exit %d)", name, code)
                 continue
             count = self.restarts.get(name, 0)
@@ -125,3 +165,10 @@ class Supervisor:
             if not self.signals:
                 self._spawn(name, target)
         return 0
+
+    def _kill_orphans(self) -> None:
+        """Kill what a dead child left behind: re-parented descendants of its horse."""
+        for pid in set(children_of(os.getpid())) - self.own - set(self.children):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                log.warning("killed orphan process %d left by a stopped worker", pid)

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from scheduler import horse
-from scheduler.model import JobSpec, RunStatus, format_seconds
+from scheduler.model import JobSpec, RunStatus, format_seconds, from_ms, iso
 from scheduler.store import ConnectionErrors, Retry, Store, retry_plan
 
 log = logging.getLogger("sched.worker")
@@ -213,12 +213,14 @@ class Worker:
             return outcome.status
         timeout_s = float(fields.get("timeout_s") or spec.timeout_s)
         started = time.monotonic()
-        outcome = self._fork_and_watch(run_id, spec, timeout_s)
+        outcome = self._fork_and_watch(run_id, spec, timeout_s, _run_env(fields))
         duration = time.monotonic() - started
         self._record(fields, outcome, duration)
         return outcome.status
 
-    def _fork_and_watch(self, run_id: str, spec: JobSpec, timeout_s: float) -> Outcome:
+    def _fork_and_watch(
+        self, run_id: str, spec: JobSpec, timeout_s: float, env: dict[str, str]
+    ) -> Outcome:
         out_r, out_w = os.pipe()
         rep_r, rep_w = os.pipe()
         with contextlib.suppress(OSError):
@@ -228,12 +230,12 @@ class Worker:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the horse would print the parent's buffered lines again
         parent = os.getpid()
-        before = set(_children(parent))
+        before = set(children_of(parent))
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the horse; measured by the process tests
             os.close(out_r)
             os.close(rep_r)
-            horse.run(spec, timeout_s, out_w, rep_w, parent)
+            horse.run(spec, timeout_s, out_w, rep_w, parent, env)
         os.close(out_w)
         os.close(rep_w)
         with contextlib.suppress(OSError):
@@ -397,7 +399,7 @@ class Worker:
         They descend from the horse but left its process group (setsid); children the
         worker had before the fork are not touched.
         """
-        for pid in set(_children(os.getpid())) - before:
+        for pid in set(children_of(os.getpid())) - before:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
@@ -494,6 +496,18 @@ class _Report:
             "finished_at": started + duration_ms,
             "duration_s": f"{self.duration_s:.3f}",
         }
+
+
+def _run_env(fields: Mapping[str, str]) -> dict[str, str]:
+    """What a horse learns about its run through the environment."""
+    scheduled = fields.get("scheduled_for")
+    return {
+        "SCHED_RUN_ID": fields["id"],
+        "SCHED_JOB": fields["job"],
+        "SCHED_ATTEMPT": fields.get("attempt", "1"),
+        "SCHED_TRIGGER": fields.get("trigger", "schedule"),
+        "SCHED_SCHEDULED_FOR": iso(from_ms(int(scheduled))) if scheduled else "",
+    }
 
 
 def classify(
@@ -604,7 +618,7 @@ def _read(fd: int) -> bytes:
             log.warning("signal during read (%r); reading again", exc)
 
 
-def _children(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     """Direct children of `pid` (Linux /proc)."""
     found: list[int] = []
     try:
