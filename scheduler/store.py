@@ -201,7 +201,16 @@ class Store:
         )
         self._enqueue = self.redis.register_script(scripts.ENQUEUE)
         self._claim = self.redis.register_script(scripts.CLAIM)
-        self._heartbeat = self.redis.register_script(scripts.HEARTBEAT)
+        # Heartbeats go through their own client with a short timeout: a worker waiting on
+        # its horse must never be held long by a stalled Redis.
+        self.heartbeat_timeout_s = min(1.0, socket_timeout_s)
+        self._fast: redis.Redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=self.heartbeat_timeout_s,
+            socket_timeout=self.heartbeat_timeout_s,
+        )
+        self._heartbeat = self._fast.register_script(scripts.HEARTBEAT)
         self._finish = self.redis.register_script(scripts.FINISH)
         self._restore = self.redis.register_script(scripts.RESTORE)
         self._fail_queued = self.redis.register_script(scripts.FAIL_QUEUED)
@@ -248,8 +257,9 @@ class Store:
         return reply.get(name)
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         self.redis.close()
+        self._fast.close()
 
     # -- scheduling ----------------------------------------------------------------------
 

@@ -120,7 +120,7 @@ class Worker:
         self._next_heartbeat = 0.0
         self._pending: list[_Report] = []
         self._wakeup_r: int | None = None
-        self.store_timeout_s = store.socket_timeout_s
+        self.heartbeat_timeout_s = store.heartbeat_timeout_s
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -278,9 +278,9 @@ class Worker:
             while True:
                 now = time.monotonic()
                 self._maybe_kill(watch, now)
-                # A heartbeat may block for the store's socket timeout when Redis stalls;
-                # never start one that could delay the backstop kill.
-                if now >= next_beat and now + self.store_timeout_s < watch.backstop:
+                # A heartbeat may block for its (short) timeout when Redis stalls; never
+                # start one that could delay the backstop kill.
+                if now >= next_beat and now + self.heartbeat_timeout_s < watch.backstop:
                     self._renew(run_id, watch)
                     next_beat = now + self.settings.heartbeat_s
                 try:

@@ -1,0 +1,28 @@
+"""Jobs the fault scenarios trigger by hand."""
+
+import os
+import signal
+import time
+
+from scheduler import job
+
+NEVER = "@yearly"
+
+
+@job(NEVER, name="long", timeout="60s", retries=1, retry_backoff="0.1s")
+def long() -> None:
+    if os.environ["SCHED_ATTEMPT"] == "1":
+        print(f"horse {os.getpid()}", flush=True)
+        time.sleep(10)
+    print("second attempt done")
+
+
+@job(NEVER, name="poison", timeout="60s", retries=2, retry_backoff="0.1s")
+def poison() -> None:
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(10)
+
+
+@job(NEVER, name="sleeper", timeout="60s")
+def sleeper() -> None:
+    time.sleep(60)
