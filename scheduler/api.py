@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from scheduler import cron
 from scheduler.durations import parse_duration
@@ -42,10 +43,17 @@ OPTIONS = (
     "misfire_grace",
     "queue",
     "description",
+    "on_failure",
+    "on_late",
+    "expected_duration",
 )
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _NAME_EXPECTED = "letters, digits, '.', '_' and '-' only, e.g. {example}"
 _SCHEDULE_EXAMPLE = "e.g. '*/5 * * * *' for a cron schedule or every='30s'"
+HOOK_EXPECTED = (
+    "expected an http(s) URL or a command as a list of strings, "
+    "e.g. {option}='https://alerts.example.com/sched' or {option}=['notify-send', 'sched']"
+)
 
 
 def default_tz() -> str:
@@ -103,6 +111,9 @@ class _Options:
     misfire_grace: object
     queue: object
     description: object
+    on_failure: object
+    on_late: object
+    expected_duration: object
     unknown: dict[str, object]
 
 
@@ -121,6 +132,9 @@ def job(
     misfire_grace: str | float | None = None,
     queue: str = "default",
     description: str = "",
+    on_failure: str | list[str] | tuple[str, ...] | None = None,
+    on_late: str | list[str] | tuple[str, ...] | None = None,
+    expected_duration: str | float | None = None,
     **unknown: object,
 ) -> Callable[[F], F]:
     """Define a job that runs the decorated function; the function is returned unchanged."""
@@ -129,7 +143,8 @@ def job(
     del frame
     options = _Options(
         schedule, every, name, tz, timeout, overlap, catchup, catchup_limit, retries,
-        retry_backoff, misfire_grace, queue, description, unknown,
+        retry_backoff, misfire_grace, queue, description, on_failure, on_late,
+        expected_duration, unknown,
     )  # fmt: skip
     if callable(schedule):
         # Written as a bare `@job`: the "schedule" is the function itself.
@@ -168,6 +183,9 @@ def command(
     misfire_grace: str | float | None = None,
     queue: str = "default",
     description: str = "",
+    on_failure: str | list[str] | tuple[str, ...] | None = None,
+    on_late: str | list[str] | tuple[str, ...] | None = None,
+    expected_duration: str | float | None = None,
     **unknown: object,
 ) -> JobSpec | None:
     """Define a job that runs an external program (argv, no shell); None if it has problems."""
@@ -176,7 +194,8 @@ def command(
     del frame
     options = _Options(
         schedule, every, name, tz, timeout, overlap, catchup, catchup_limit, retries,
-        retry_backoff, misfire_grace, queue, description, unknown,
+        retry_backoff, misfire_grace, queue, description, on_failure, on_late,
+        expected_duration, unknown,
     )  # fmt: skip
     spec, problems = _define(where, options, func=None, argv=argv)
     _submit(spec, problems)
@@ -434,7 +453,79 @@ def _check_options(
             lambda v: check_name("queue", v, example="queue='heavy'"), options.queue
         ),
         "description": checker.check(check_description, options.description),
+        **_check_alerting(checker, options),
     }
+
+
+def _check_alerting(checker: _Checker, options: _Options) -> dict[str, Any]:
+    """The JobSpec fields of the alert hooks: on_failure, on_late, expected_duration_s."""
+    values: dict[str, Any] = {"on_failure": None, "on_late": None, "expected_duration_s": None}
+    if options.on_failure is not None:
+        values["on_failure"] = checker.check(
+            lambda v: check_hook("on_failure", v), options.on_failure
+        )
+    if options.on_late is not None:
+        values["on_late"] = checker.check(lambda v: check_hook("on_late", v), options.on_late)
+    if options.expected_duration is not None:
+        values["expected_duration_s"] = checker.check(
+            lambda v: parse_duration(v, option="expected_duration"), options.expected_duration
+        )
+    return values
+
+
+def check_hook(option: str, value: object, *, expected: str | None = None) -> str | tuple[str, ...]:
+    """An alert hook: an http(s) URL, or a command as a non-empty list of strings (a tuple)."""
+    expected = expected or HOOK_EXPECTED.format(option=option)
+    if isinstance(value, str):
+        return _check_hook_url(option, value, expected)
+    if not isinstance(value, list | tuple):
+        why = f"a {type(value).__name__} is neither a URL nor a command"
+        raise InvalidOption(option, value, why, expected)
+    if not value:
+        raise InvalidOption(option, value, "an empty command", expected)
+    wrong = [item for item in value if not isinstance(item, str)]
+    if wrong:
+        raise InvalidOption(option, value, f"{wrong[0]!r} is not a string", expected)
+    if not value[0]:
+        raise InvalidOption(option, value, "the program name is empty", expected)
+    return tuple(value)
+
+
+def _check_hook_url(option: str, value: str, expected: str) -> str:
+    # Problems are printed by `sched check` and land in CI logs: never show a password.
+    shown = _mask_password(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        # Not urllib's text: it quotes the "port", which may be part of a password.
+        why = "not a valid URL: its port is not a number or its host is malformed"
+        raise InvalidOption(option, shown, why, expected) from None
+    scheme = parts.scheme.lower()
+    if "://" not in value:
+        why = "a single string that is not a URL, but commands run without a shell"
+        expected += " (shlex.split turns a command line into a list)"
+    elif scheme not in ("http", "https"):
+        why = f"scheme {scheme!r} is not http or https"
+    elif not parts.hostname:
+        why = "the URL has no host"
+    elif any(ch.isspace() or not ch.isprintable() for ch in value):
+        why = "the URL contains whitespace or control characters"
+    else:
+        return value
+    raise InvalidOption(option, shown, why, expected)
+
+
+def _mask_password(url: str) -> str:
+    """The URL with any password replaced by `***`, for messages about malformed URLs too."""
+    # Not store.mask_url: api is imported by every job file and must not pull in redis. The
+    # last '@' is used because a malformed URL may hold an unencoded '@' or '/' in its
+    # password; an '@' in the query may hide more than the password, which is the safe side.
+    head, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{head}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 E = TypeVar("E", bound=StrEnum)

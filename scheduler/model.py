@@ -86,6 +86,10 @@ class JobSpec:
     misfire_grace_s: float | None = None
     queue: str = "default"
     description: str = ""
+    # Hook URLs may carry credentials: kept out of repr() and so out of logs.
+    on_failure: str | tuple[str, ...] | None = field(default=None, repr=False)
+    on_late: str | tuple[str, ...] | None = field(default=None, repr=False)
+    expected_duration_s: float | None = None
 
     @property
     def kind(self) -> str:

@@ -210,6 +210,12 @@ def test_a_bad_folder_reports_every_problem_of_every_file() -> None:
         ("bad/durations.py:4", "durations.several"),
         ("bad/exits.py:3", None),
         ("bad/helper_raises.py:3", None),
+        ("bad/hooks.py:4", "hooks.ftp"),
+        ("bad/hooks.py:9", "hooks.shell_line"),
+        ("bad/hooks.py:9", "hooks.shell_line"),
+        ("bad/hooks.py:14", "pager"),
+        ("bad/hooks.py:14", "pager"),
+        ("bad/hooks.py:17", "hooks.no_host"),
         ("bad/missing.py:1", None),
         ("bad/names.py:4", None),
         ("bad/names.py:9", "names.no_queue"),
@@ -233,8 +239,8 @@ def test_the_error_message_lists_them_all() -> None:
     with pytest.raises(DefinitionError) as info:
         load_jobs("bad")
     text = str(info.value)
-    assert text.startswith("28 problems in job definitions:\nbad/commands.py:3: job 'pg-dump': ")
-    assert text.count("\nbad/") == 28
+    assert text.startswith("34 problems in job definitions:\nbad/commands.py:3: job 'pg-dump': ")
+    assert text.count("\nbad/") == 34
 
 
 def test_invalid_cron() -> None:
@@ -387,6 +393,88 @@ def test_every_problem_of_one_definition() -> None:
         "bad/durations.py:4: job 'durations.several': invalid misfire_grace -5: "
         "must be greater than zero\n  " + DURATION,
     ]
+
+
+HOOK = (
+    "expected an http(s) URL or a command as a list of strings, "
+    "e.g. {o}='https://alerts.example.com/sched' or {o}=['notify-send', 'sched']"
+)
+
+
+def test_alert_hooks_and_expected_duration_are_carried_into_the_spec() -> None:
+    specs = load_jobs("hooks")
+    hourly, sync = specs["alerts.hourly"], specs["sync"]
+    assert hourly.on_failure == "https://ops:s3cret@alerts.example.com/sched"
+    assert hourly.on_late == ("notify-send", "sched: late")  # a list is kept as a tuple
+    assert hourly.expected_duration_s == 600.0
+    assert (sync.on_failure, sync.on_late, sync.expected_duration_s) == (
+        ("pager", "--ops"),
+        None,
+        None,
+    )
+
+
+def test_hooks_default_to_none() -> None:
+    spec = load_jobs("good")["nightly-backup"]
+    assert (spec.on_failure, spec.on_late, spec.expected_duration_s) == (None, None, None)
+
+
+def test_hook_url_with_another_scheme() -> None:
+    assert problem_at("bad/hooks.py:4") == (
+        "bad/hooks.py:4: job 'hooks.ftp': invalid on_failure 'ftp://x': "
+        "scheme 'ftp' is not http or https\n  " + HOOK.format(o="on_failure")
+    )
+
+
+def test_hook_command_line_as_one_string_and_a_bad_expected_duration() -> None:
+    found = [str(p) for p in bad_problems() if f"{p.path}:{p.line}" == "bad/hooks.py:9"]
+    assert found == [
+        "bad/hooks.py:9: job 'hooks.shell_line': invalid on_late 'notify-send late': "
+        "a single string that is not a URL, but commands run without a shell\n  "
+        + HOOK.format(o="on_late")
+        + " (shlex.split turns a command line into a list)",
+        "bad/hooks.py:9: job 'hooks.shell_line': invalid expected_duration 'soon': "
+        "not a duration\n  " + DURATION,
+    ]
+
+
+def test_hook_commands_that_are_not_lists_of_strings() -> None:
+    found = [str(p) for p in bad_problems() if f"{p.path}:{p.line}" == "bad/hooks.py:14"]
+    assert found == [
+        "bad/hooks.py:14: job 'pager': invalid on_failure ['pager', 3]: 3 is not a string\n  "
+        + HOOK.format(o="on_failure"),
+        "bad/hooks.py:14: job 'pager': invalid on_late []: an empty command\n  "
+        + HOOK.format(o="on_late"),
+    ]
+
+
+def test_hook_url_without_a_host_does_not_show_its_password() -> None:
+    text = problem_at("bad/hooks.py:17")
+    assert text == (
+        "bad/hooks.py:17: job 'hooks.no_host': invalid on_failure 'https://ops:***@/no-host': "
+        "the URL has no host\n  " + HOOK.format(o="on_failure")
+    )
+    assert "hunter2" not in str(DefinitionError(bad_problems()))
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (42, "a int is neither a URL nor a command"),
+        ([""], "the program name is empty"),
+        ("https://alerts.example.com/a b", "the URL contains whitespace or control characters"),
+        (
+            "https://ops:pa/ss@alerts.example.com:x/",
+            "not a valid URL: its port is not a number or its host is malformed",
+        ),
+    ],
+)
+def test_other_bad_hooks_outside_the_loader(value: object, why: str) -> None:
+    with pytest.raises(DefinitionError) as info:
+        job("0 * * * *", on_failure=value)(_no_args)  # type: ignore[arg-type]
+    message = info.value.problems[0].message
+    assert message.endswith(f": {why}")
+    assert "pa/ss" not in message and "pa/" not in message
 
 
 def test_duplicate_name_points_at_the_first() -> None:
