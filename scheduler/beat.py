@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from scheduler import cron
-from scheduler.model import Catchup, JobSpec, Trigger, iso, run_id_for
+from scheduler.alerts import Alerter, is_late
+from scheduler.metrics import Metrics
+from scheduler.model import Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
 from scheduler.store import ConnectionErrors, Retention, Store
 
 log = logging.getLogger("sched.scheduler")
@@ -51,8 +53,14 @@ class Beat:
         specs: Mapping[str, JobSpec],
         settings: BeatSettings | None = None,
         clock: Callable[[], datetime] = now_utc,
+        *,
+        alerter: Alerter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.all_specs = dict(specs)
+        self.alerter = alerter
+        self.metrics = metrics
         self.specs = {name: s for name, s in specs.items() if s.cron or s.every_s}
         self.settings = settings or BeatSettings()
         self.clock = clock
@@ -133,6 +141,8 @@ class Beat:
         if result.created:
             self.fired += 1
             delay_ms = (self.clock() - fire_at).total_seconds() * 1000
+            if self.metrics is not None:
+                self.metrics.observe_fire(spec.name, delay_ms / 1000, result.status)
             log.info(
                 "fire %s for %s: run %s %s (+%.1f ms)",
                 spec.name,
@@ -154,6 +164,9 @@ class Beat:
         else:
             keep = fires[-limit:]
         dropped = fires[: len(fires) - len(keep)]
+        if self.metrics is not None:
+            for _ in dropped:
+                self.metrics.observe_fire(spec.name, 0.0, "missed")
         self.store.record_missed(
             spec.name,
             [(run_id_for(spec.name, fire_at), fire_at) for fire_at in dropped],
@@ -178,8 +191,35 @@ class Beat:
                 log.warning("run %s: lost (its worker stopped renewing the lease)", run_id)
             self.store.recover_inboxes()
             self.store.promote_due()
+            self._observe()
         except ConnectionErrors as exc:
             log.warning("scheduler: reaping skipped, Redis unreachable (%s)", exc)
+
+    def _observe(self) -> None:
+        """Feed runs that ended to metrics and alerts; look for late ones; refresh gauges."""
+        if self.alerter is None and self.metrics is None:
+            return
+        for run in self.store.take_ended():
+            if self.metrics is not None:
+                self.metrics.observe_run(run)
+            # Alert once per run: a failed attempt that will be retried is not final yet.
+            if self.alerter is not None and run.retry is None:
+                self.alerter.run_finished(run)
+        if self.alerter is not None:
+            now = self.clock()
+            pending = [RunStatus.QUEUED, RunStatus.RUNNING]
+            for run in self.store.history(statuses=pending, limit=1000):
+                spec = self.all_specs.get(run.job)
+                why = is_late(spec, run, now) if spec is not None else None
+                if why:
+                    self.alerter.run_late(run, why)
+        if self.metrics is not None:
+            queues = {spec.queue for spec in self.all_specs.values()}
+            self.metrics.set_gauges(
+                queue_depths={q: self.store.queue_depth(q) for q in sorted(queues)},
+                running=self.store.running_count(),
+                workers_alive=len(self.store.workers()),
+            )
 
     def _maintain(self) -> None:
         try:

@@ -197,6 +197,7 @@ def check(cfg: Config) -> None:
     from scheduler.loader import summarize
 
     specs = _load(cfg)
+    _check_hooks_env()
     click.echo(summarize(specs, cfg.jobs))
 
 
@@ -628,6 +629,28 @@ def _timing_options(func: Any) -> Any:
     return func
 
 
+def _metrics_option(func: Any) -> Any:
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        envvar="SCHED_METRICS_PORT",
+        help="Serve Prometheus metrics on this port (from the scheduler process).",
+    )(func)
+
+
+def _check_hooks_env() -> None:
+    """Fail early (exit 2) on a bad SCHED_ON_FAILURE / SCHED_ON_LATE."""
+    from scheduler.alerts import ENV_ON_FAILURE, ENV_ON_LATE, hook_from_env
+    from scheduler.errors import InvalidOption
+
+    for name in (ENV_ON_FAILURE, ENV_ON_LATE):
+        try:
+            hook_from_env(name)
+        except InvalidOption as exc:
+            _fail(f"{exc}; expected {exc.expected}", EXIT_USAGE)
+
+
 def _timings(grace: str, lease: str) -> Any:
     from scheduler.durations import parse_duration
     from scheduler.errors import InvalidOption
@@ -652,8 +675,9 @@ def _timings(grace: str, lease: str) -> Any:
     help="Worker processes to start.",
 )
 @_timing_options
+@_metrics_option
 @click.pass_obj
-def run(cfg: Config, n_workers: int, grace: str, lease: str) -> None:
+def run(cfg: Config, n_workers: int, grace: str, lease: str, metrics_port: int | None) -> None:
     """Start the scheduler and workers (and an embedded Redis unless --redis-url is given).
 
     First Ctrl-C / SIGTERM: warm shutdown (running jobs finish). Second: cold (they are killed
@@ -670,6 +694,7 @@ def run(cfg: Config, n_workers: int, grace: str, lease: str) -> None:
 
     _setup_logging()
     specs = _load(cfg)
+    _check_hooks_env()
     timings = _timings(grace, lease)
     server = None
     url = cfg.redis_url
@@ -695,7 +720,15 @@ def run(cfg: Config, n_workers: int, grace: str, lease: str) -> None:
             n_workers,
             mask_url(url),
         )
-        code = Supervisor(Plan(specs, url, cfg.namespace, workers=n_workers, timings=timings)).run()
+        plan = Plan(
+            specs,
+            url,
+            cfg.namespace,
+            workers=n_workers,
+            timings=timings,
+            metrics_port=metrics_port,
+        )
+        code = Supervisor(plan).run()
     finally:
         if server is not None:
             server.stop()
@@ -704,8 +737,9 @@ def run(cfg: Config, n_workers: int, grace: str, lease: str) -> None:
 
 @cli.command()
 @_timing_options
+@_metrics_option
 @click.pass_obj
-def scheduler(cfg: Config, grace: str, lease: str) -> None:
+def scheduler(cfg: Config, grace: str, lease: str, metrics_port: int | None) -> None:
     """Run only the scheduler loop (several may run against one Redis).
 
     \b
@@ -716,9 +750,12 @@ def scheduler(cfg: Config, grace: str, lease: str) -> None:
 
     _setup_logging()
     specs = _load(cfg)
+    _check_hooks_env()
     with _store(cfg, start_if_needed=False) as store:
         url = store.url
-    plan = Plan(specs, url, cfg.namespace, timings=_timings(grace, lease))
+    plan = Plan(
+        specs, url, cfg.namespace, timings=_timings(grace, lease), metrics_port=metrics_port
+    )
     sys.exit(run_scheduler(plan))
 
 
@@ -733,8 +770,16 @@ def scheduler(cfg: Config, grace: str, lease: str) -> None:
     help="Queue to serve (repeatable; the first is preferred).",
 )
 @_timing_options
+@_metrics_option
 @click.pass_obj
-def worker(cfg: Config, n_workers: int, queues: tuple[str, ...], grace: str, lease: str) -> None:
+def worker(
+    cfg: Config,
+    n_workers: int,
+    queues: tuple[str, ...],
+    grace: str,
+    lease: str,
+    metrics_port: int | None,
+) -> None:
     """Run worker processes only.
 
     \b
@@ -745,6 +790,7 @@ def worker(cfg: Config, n_workers: int, queues: tuple[str, ...], grace: str, lea
 
     _setup_logging()
     specs = _load(cfg)
+    _check_hooks_env()
     timings = _timings(grace, lease)
     with _store(cfg, start_if_needed=False) as store:
         url = store.url
@@ -756,7 +802,8 @@ def worker(cfg: Config, n_workers: int, queues: tuple[str, ...], grace: str, lea
         scheduler=False,
         queues=tuple(queues),
         timings=timings,
+        metrics_port=metrics_port,
     )
-    if n_workers == 1:
+    if n_workers == 1 and metrics_port is None:
         sys.exit(run_worker(plan))
     sys.exit(Supervisor(plan).run())

@@ -47,6 +47,8 @@ def run(
     try:
         _detach(parent)
         _redirect(out_fd)
+        # The job gets to know its run, not the worker's Redis credentials.
+        os.environ.pop("SCHED_REDIS_URL", None)
         os.environ.update(env or {})
         if spec.argv is not None:
             _exec(spec.argv, timeout_s, report_fd)

@@ -152,6 +152,8 @@ RUN_FIELDS = (
     "queue",
     "timeout_s",
     "result",
+    "retry_of",
+    "retry",
 )
 
 
@@ -181,6 +183,10 @@ class Run:
     output: str | None = None
     error: dict[str, str] | None = None
     result: Any = None
+    retry_of: str | None = None
+    """The attempt this one retries (attempt 2 and later)."""
+    retry: str | None = None
+    """The next attempt, when this one earned a retry."""
 
     def to_json(self) -> dict[str, Any]:
         """The run as a JSON object with DESIGN.md's field names and ISO-8601 UTC times."""

@@ -18,13 +18,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 
+from scheduler import alerts
 from scheduler.beat import Beat, BeatSettings
+from scheduler.metrics import Metrics
 from scheduler.model import JobSpec
-from scheduler.store import Store
+from scheduler.store import ConnectionErrors, Store
 from scheduler.worker import PR_SET_CHILD_SUBREAPER, Worker, WorkerSettings, children_of
 
 log = logging.getLogger("sched.run")
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+# Metrics are served on all interfaces, so a Prometheus elsewhere can scrape them.
+METRICS_ADDR = "0.0.0.0"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Plan:
     scheduler: bool = True
     queues: tuple[str, ...] = ("default",)
     timings: Timings = field(default_factory=Timings)
+    metrics_port: int | None = None
 
     def store(self) -> Store:
         """A new connection to the plan's Redis (one per process)."""
@@ -74,13 +79,52 @@ class Plan:
 
 
 def run_scheduler(plan: Plan) -> int:
-    """Run the scheduler loop in this process until SIGINT/SIGTERM."""
+    """Run the scheduler loop in this process until SIGINT/SIGTERM.
+
+    Alerts and metrics live here: this process never forks, so their threads are safe.
+    """
     store = plan.store()
-    beat = Beat(store, plan.specs, plan.timings.beat())
+    alerter = alerts.from_env(plan.specs)
+    metrics = Metrics() if plan.metrics_port is not None else None
+    if metrics is not None and plan.metrics_port is not None:
+        port = metrics.serve(plan.metrics_port, addr=METRICS_ADDR)
+        log.info("scheduler: metrics on http://%s:%d/metrics", METRICS_ADDR, port)
+    beat = Beat(store, plan.specs, plan.timings.beat(), alerter=alerter, metrics=metrics)
     signal.signal(signal.SIGTERM, beat.stop)
     signal.signal(signal.SIGINT, beat.stop)
-    beat.run()
+    try:
+        beat.run()
+    finally:
+        alerter.close(5.0)
+        if metrics is not None:
+            metrics.close()
+        store.close()
     log.info("scheduler: stopped after %d fires", beat.fired)
+    return 0
+
+
+def run_exporter(plan: Plan) -> int:
+    """Serve queue, running and worker gauges for a workers-only deployment."""
+    assert plan.metrics_port is not None
+    store = plan.store()
+    metrics = Metrics()
+    port = metrics.serve(plan.metrics_port, addr=METRICS_ADDR)
+    log.info("metrics on http://%s:%d/metrics", METRICS_ADDR, port)
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(signum))
+    queues = sorted(set(plan.queues) | {spec.queue for spec in plan.specs.values()})
+    while not stopping:
+        with contextlib.suppress(*ConnectionErrors):
+            metrics.set_gauges(
+                queue_depths={q: store.queue_depth(q) for q in queues},
+                running=store.running_count(),
+                workers_alive=len(store.workers()),
+            )
+        end = time.monotonic() + 2.0
+        while not stopping and time.monotonic() < end:
+            time.sleep(0.1)
+    metrics.close()
     store.close()
     return 0
 
@@ -140,6 +184,8 @@ class Supervisor:
         plan = self.plan
         if plan.scheduler:
             self._spawn("scheduler", lambda: run_scheduler(plan))
+        elif plan.metrics_port is not None:
+            self._spawn("metrics", lambda: run_exporter(plan))
         for i in range(plan.workers):
             self._spawn(f"worker-{i + 1}", lambda i=i: run_worker(plan, i))  # type: ignore[misc]
         while self.children:

@@ -10,6 +10,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# Appends a run that reached a final status to the feed the scheduler reads for metrics and
+# alerts; capped, so it cannot grow without bound when no scheduler reads it.
+_ENDED = """
+local function ended(feed_key, id)
+  redis.call('RPUSH', feed_key, id)
+  redis.call('LTRIM', feed_key, -10000, -1)
+end
+"""
+
 # Moves a run between status indexes: (run id, from index key, to index key, score).
 _MOVE = """
 local function move(id, from, to, score)
@@ -48,8 +57,8 @@ ENQUEUE = (
 -- KEYS[1] run hash        KEYS[2] queue list      KEYS[3] active set of the job
 -- KEYS[4] idx:all         KEYS[5] idx:job         KEYS[6] idx:status:queued
 -- KEYS[7] idx:status of a non-queued outcome (skipped or missed)
--- KEYS[8] last_fire hash  KEYS[9] paused set
--- KEYS[10..] run hashes of the job's active runs, as read just before (queue/replace only)
+-- KEYS[8] last_fire hash  KEYS[9] paused set  KEYS[10] ended feed list
+-- KEYS[11..] run hashes of the job's active runs, as read just before (queue/replace only)
 -- ARGV[1] run id  ARGV[2] job  ARGV[3] scheduled_for ms  ARGV[4] overlap policy
 -- ARGV[5] '1' for a scheduled fire: require scheduled_for > the job's last fire, advance it,
 --         and honour pause; '0' for manual runs
@@ -61,6 +70,7 @@ ENQUEUE = (
 """
     + _NOW
     + _MOVE
+    + _ENDED
     + """
 local existing = redis.call('HGET', KEYS[1], 'status')
 if existing then return {0, existing} end
@@ -94,7 +104,7 @@ elseif policy == 'skip' then
   end
 elseif policy == 'queue' then
   for i = 1, n do
-    if redis.call('HGET', KEYS[9 + i], 'status') == 'queued' then
+    if redis.call('HGET', KEYS[10 + i], 'status') == 'queued' then
       status = 'skipped'
       reason = 'overlap=queue: run ' .. ARGV[8 + i] .. ' is already waiting'
       break
@@ -102,7 +112,7 @@ elseif policy == 'queue' then
   end
 elseif policy == 'replace' then
   for i = 1, n do
-    local key, id = KEYS[9 + i], ARGV[8 + i]
+    local key, id = KEYS[10 + i], ARGV[8 + i]
     local st = redis.call('HGET', key, 'status')
     if st == 'running' then
       redis.call('HSET', key, 'kill_requested', 'replaced')
@@ -112,6 +122,7 @@ elseif policy == 'replace' then
         'finished_at', now)
       redis.call('SREM', KEYS[3], id)
       move(id, KEYS[6], KEYS[7], redis.call('HGET', key, 'scheduled_for'))
+      ended(KEYS[10], id)
     end
   end
 end
@@ -125,6 +136,7 @@ if status == 'queued' then
 else
   redis.call('HSET', KEYS[1], 'reason', reason, 'finished_at', now)
   redis.call('ZADD', KEYS[7], fire, ARGV[1])
+  ended(KEYS[10], ARGV[1])
 end
 redis.call('ZADD', KEYS[4], fire, ARGV[1])
 redis.call('ZADD', KEYS[5], fire, ARGV[1])
@@ -138,12 +150,13 @@ CLAIM = (
 -- queued -> missed when it starts later than the run's misfire_grace_s allows.
 -- KEYS[1] inbox list  KEYS[2] run hash  KEYS[3] running zset
 -- KEYS[4] idx:status:queued  KEYS[5] idx:status:running  KEYS[6] worker hash
--- KEYS[7] idx:status:missed  KEYS[8] active set of the job
+-- KEYS[7] idx:status:missed  KEYS[8] active set of the job  KEYS[9] ended feed list
 -- ARGV[1] run id  ARGV[2] worker id  ARGV[3] lease ms
 -- Returns the run's fields as a flat list, or {} when it is not to be run.
 """
     + _NOW
     + _MOVE
+    + _ENDED
     + """
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 local f = redis.call('HMGET', KEYS[2], 'status', 'scheduled_for', 'misfire_grace_s', 'trigger')
@@ -156,6 +169,7 @@ if f[3] and (f[4] == 'schedule' or f[4] == 'catchup') then
         f[3], late / 1000))
     redis.call('SREM', KEYS[8], ARGV[1])
     move(ARGV[1], KEYS[4], KEYS[7], f[2])
+    ended(KEYS[9], ARGV[1])
     return {}
   end
 end
@@ -211,7 +225,7 @@ FINISH = (
 -- KEYS[1] run hash  KEYS[2] running zset  KEYS[3] active set of the job
 -- KEYS[4] idx:status:running  KEYS[5] idx:status of the final status  KEYS[6] worker hash
 -- KEYS[7] retry run hash (or any)  KEYS[8] delayed zset  KEYS[9] idx:all  KEYS[10] idx:job
--- KEYS[11] idx:status:queued
+-- KEYS[11] idx:status:queued  KEYS[12] ended feed list
 -- ARGV[1] run id  ARGV[2] worker id  ARGV[3] final status  ARGV[4] duration ms
 -- ARGV[5] retry id or ''  ARGV[6] retry delay ms  ARGV[7] retry attempt
 -- ARGV[8..] field, value pairs (reason, exit_code, signal, pid, output, error, ...)
@@ -221,6 +235,7 @@ FINISH = (
     + _NOW
     + _MOVE
     + _RETRY
+    + _ENDED
     + """
 local f = redis.call('HMGET', KEYS[1], 'status', 'worker', 'started_at', 'scheduled_for')
 if f[1] == ARGV[3] and f[2] == ARGV[2] then return {1, ARGV[3]} end
@@ -246,6 +261,7 @@ move(ARGV[1], KEYS[4], KEYS[5], f[4])
 if redis.call('HGET', KEYS[6], 'current') == ARGV[1] then redis.call('HDEL', KEYS[6], 'current') end
 schedule_retry({KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[3]},
   {ARGV[5], ARGV[6], ARGV[7]}, ARGV[1], KEYS[1])
+ended(KEYS[12], ARGV[1])
 return {1, ARGV[3]}
 """
 )
@@ -269,11 +285,12 @@ FAIL_QUEUED = (
     """
 -- A worker refuses a run it cannot execute (job not in its jobs folder): queued -> failed.
 -- KEYS[1] inbox list  KEYS[2] run hash  KEYS[3] active set  KEYS[4] idx:status:queued
--- KEYS[5] idx:status:failed
+-- KEYS[5] idx:status:failed  KEYS[6] ended feed list
 -- ARGV[1] run id  ARGV[2] worker id  ARGV[3] reason
 """
     + _NOW
     + _MOVE
+    + _ENDED
     + """
 redis.call('LREM', KEYS[1], 1, ARGV[1])
 local f = redis.call('HMGET', KEYS[2], 'status', 'scheduled_for')
@@ -282,6 +299,7 @@ redis.call('HSET', KEYS[2], 'status', 'failed', 'reason', ARGV[3], 'worker', ARG
   'finished_at', now)
 redis.call('SREM', KEYS[3], ARGV[1])
 move(ARGV[1], KEYS[4], KEYS[5], f[2])
+ended(KEYS[6], ARGV[1])
 return 1
 """
 )
@@ -293,7 +311,7 @@ REAP = (
 -- KEYS[1] running zset  KEYS[2] run hash  KEYS[3] active set  KEYS[4] idx:status:running
 -- KEYS[5] idx:status:lost  KEYS[6] clock hash
 -- KEYS[7] retry run hash (or any)  KEYS[8] delayed zset  KEYS[9] idx:all  KEYS[10] idx:job
--- KEYS[11] idx:status:queued
+-- KEYS[11] idx:status:queued  KEYS[12] ended feed list
 -- ARGV[1] run id  ARGV[2] reason  ARGV[3] clock gap ms  ARGV[4] lease ms
 -- ARGV[5] retry id or ''  ARGV[6] retry delay ms  ARGV[7] retry attempt
 -- Returns 1 when the run was marked lost, 0 otherwise, -1 while waiting after an outage.
@@ -302,6 +320,7 @@ REAP = (
     + _MOVE
     + _TOUCH
     + _RETRY
+    + _ENDED
     + """
 touch(KEYS[6], tonumber(ARGV[3]))
 local resumed = tonumber(redis.call('HGET', KEYS[6], 'resumed') or '0')
@@ -318,6 +337,7 @@ redis.call('SREM', KEYS[3], ARGV[1])
 move(ARGV[1], KEYS[4], KEYS[5], f[2])
 schedule_retry({KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[3]},
   {ARGV[5], ARGV[6], ARGV[7]}, ARGV[1], KEYS[2])
+ended(KEYS[12], ARGV[1])
 return 1
 """
 )
@@ -344,12 +364,13 @@ KILL = (
 -- An operator stops a run: a queued one is marked killed at once; a running one gets a kill
 -- request that its worker sees on its next heartbeat.
 -- KEYS[1] run hash  KEYS[2] queue list  KEYS[3] active set  KEYS[4] idx:status:queued
--- KEYS[5] idx:status:killed  KEYS[6] delayed zset
+-- KEYS[5] idx:status:killed  KEYS[6] delayed zset  KEYS[7] ended feed list
 -- ARGV[1] run id  ARGV[2] reason
 -- Returns the run's status before, or '' when there is no such run.
 """
     + _NOW
     + _MOVE
+    + _ENDED
     + """
 local f = redis.call('HMGET', KEYS[1], 'status', 'scheduled_for')
 if not f[1] then return '' end
@@ -361,6 +382,7 @@ elseif f[1] == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'killed', 'reason', ARGV[2], 'finished_at', now)
   redis.call('SREM', KEYS[3], ARGV[1])
   move(ARGV[1], KEYS[4], KEYS[5], f[2])
+  ended(KEYS[7], ARGV[1])
 end
 return f[1]
 """

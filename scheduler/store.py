@@ -6,6 +6,8 @@ hash to one Redis Cluster slot and each script's keys are passed in KEYS.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 import random
@@ -82,6 +84,10 @@ class Keys:
     @property
     def clock(self) -> str:
         return f"{self.prefix}clock"
+
+    @property
+    def ended(self) -> str:
+        return f"{self.prefix}ended"
 
     @property
     def epoch(self) -> str:
@@ -355,6 +361,7 @@ class Store:
             k.by_status(outcome_status),
             k.last_fire,
             k.paused,
+            k.ended,
             *(k.run(other) for other in active),
         ]
         args: list[str | int] = [
@@ -425,6 +432,7 @@ class Store:
                 k.worker(worker),
                 k.by_status(RunStatus.MISSED),
                 k.active(job),
+                k.ended,
             ],
             args=[run_id, worker, int(lease_s * 1000)],
         )
@@ -443,6 +451,7 @@ class Store:
                     k.active(job),
                     k.by_status(RunStatus.QUEUED),
                     k.by_status(RunStatus.FAILED),
+                    k.ended,
                 ],
                 args=[run_id, worker, reason],
             )
@@ -499,6 +508,7 @@ class Store:
                 k.by_status(status),
                 k.worker(worker),
                 *self._retry_keys(job, retry_id),
+                k.ended,
             ],
             args=[
                 run_id,
@@ -554,6 +564,7 @@ class Store:
                 k.by_status(RunStatus.QUEUED),
                 k.by_status(RunStatus.KILLED),
                 k.delayed,
+                k.ended,
             ],
             args=[run_id, reason],
         )
@@ -609,6 +620,7 @@ class Store:
                     k.by_status(RunStatus.LOST),
                     k.clock,
                     *self._retry_keys(job, retry_id),
+                    k.ended,
                 ],
                 args=[
                     run_id,
@@ -623,6 +635,19 @@ class Store:
             if done == 1:
                 lost.append(run_id)
         return lost
+
+    def take_ended(self, count: int = 500) -> list[Run]:
+        """Take up to `count` runs from the feed of runs that reached a final status.
+
+        Each id is handed to one caller only, so with several schedulers every run is counted
+        and alerted on once.
+        """
+        ids = cast(list[str] | None, self.redis.lpop(self.keys.ended, count))
+        return self._runs(ids) if ids else []
+
+    def running_count(self) -> int:
+        """How many runs hold a lease now."""
+        return int(self.redis.zcard(self.keys.running))
 
     def promote_due(self) -> int:
         """Queue the retries whose backoff has passed; return how many."""
@@ -694,37 +719,52 @@ class Store:
         until: datetime | None = None,
         limit: int | None = 50,
     ) -> Iterator[Run]:
-        """Stream runs newest first; pages through the most selective index."""
+        """Stream runs newest first (by fire time) from the most selective indexes.
+
+        With a job, its index is read; with statuses, their indexes are merged; else all.
+        """
         wanted = set(statuses)
         k = self.keys
         if job is not None:
-            index = k.by_job(job)
-        elif len(wanted) == 1:
-            index = k.by_status(next(iter(wanted)))
+            indexes = [k.by_job(job)]
+        elif wanted:
+            indexes = [k.by_status(s) for s in sorted(wanted)]
         else:
-            index = k.all_runs
+            indexes = [k.all_runs]
         high: str | int = to_ms(until) if until else "+inf"
         low: str | int = to_ms(since) if since else "-inf"
-        page = 200 if limit is None else max(limit, 1)
-        offset = 0
+        streams = [self._scored_ids(index, high, low) for index in indexes]
+        merged = heapq.merge(*streams, key=lambda pair: -pair[0])
+        batch_size = 200 if limit is None else min(max(limit, 1), 500)
         yielded = 0
         while limit is None or yielded < limit:
-            ids = cast(
-                list[str],
-                self.redis.zrevrangebyscore(index, high, low, start=offset, num=page),
-            )
-            if not ids:
+            batch = [run_id for _, run_id in itertools.islice(merged, batch_size)]
+            if not batch:
                 return
-            offset += len(ids)
-            for run in self._runs(ids):
-                if wanted and run.status not in wanted:
-                    continue
-                if job is not None and run.job != job:
+            for run in self._runs(batch):
+                if (wanted and run.status not in wanted) or (job is not None and run.job != job):
                     continue
                 yield run
                 yielded += 1
                 if limit is not None and yielded >= limit:
                     return
+
+    def _scored_ids(
+        self, index: str, high: str | int, low: str | int
+    ) -> Iterator[tuple[float, str]]:
+        offset, page = 0, 100
+        while True:
+            rows = cast(
+                list[tuple[str, float]],
+                self.redis.zrevrangebyscore(
+                    index, high, low, start=offset, num=page, withscores=True
+                ),
+            )
+            if not rows:
+                return
+            offset += len(rows)
+            for run_id, score in rows:
+                yield score, run_id
             page = min(page * 2, 2000)
 
     def _runs(self, ids: Sequence[str]) -> list[Run]:

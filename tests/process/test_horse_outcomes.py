@@ -187,3 +187,11 @@ def test_unknown_job_fails_without_running(
     assert run.status is RunStatus.FAILED
     assert run.reason is not None and "not defined in this worker's jobs folder" in run.reason
     assert run.pid is None
+
+
+def test_horse_knows_its_run_but_not_the_redis_url(run_job: RunJob) -> None:
+    run = run_job("prints-env")
+    lines = set((run.output or "").splitlines())
+    assert f"SCHED_RUN_ID={run.id}" in lines
+    assert "SCHED_JOB=prints-env" in lines and "SCHED_ATTEMPT=1" in lines
+    assert "SCHED_REDIS_URL=-" in lines

@@ -142,3 +142,9 @@ def _raise_in_parent(signum: int, frame: object) -> None:
 
 # Imported into the worker parent: a handler that raises while the parent waits.
 signal.signal(signal.SIGUSR1, _raise_in_parent)
+
+
+@job(NEVER, name="prints-env")
+def prints_env() -> None:
+    for name in ("SCHED_RUN_ID", "SCHED_JOB", "SCHED_ATTEMPT", "SCHED_REDIS_URL"):
+        print(f"{name}={os.environ.get(name, '-')}")
