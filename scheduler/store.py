@@ -11,13 +11,14 @@ import itertools
 import json
 import math
 import random
+import re
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 import redis.exceptions
@@ -94,17 +95,64 @@ class Keys:
         return f"{self.prefix}epoch"
 
 
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
+def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Redis:
+    """A client for `url`: redis://, rediss:// (TLS options as query parameters, e.g.
+    `?ssl_ca_certs=/etc/sched/ca.pem`), unix://, or redis+sentinel://host:port[,host:port]/name.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in SENTINEL_SCHEMES:
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=timeout_s,
+            health_check_interval=30,
+        )
+    from redis.sentinel import Sentinel
+
+    hosts = []
+    for item in parts.netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = item.rpartition(":")
+        hosts.append((host or item, int(port) if host else 26379))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError(
+            f"{mask_url(url)}: a Sentinel URL names the monitored master, e.g. "
+            "redis+sentinel://sentinel-1:26379,sentinel-2:26379/mymaster"
+        )
+    query = dict(item.split("=", 1) for item in parts.query.split("&") if "=" in item)
+    auth = {"username": parts.username, "password": parts.password}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts,
+        socket_timeout=timeout_s,
+        sentinel_kwargs={
+            "socket_timeout": timeout_s,
+            "password": query.get("sentinel_password", parts.password),
+        },
+        ssl=parts.scheme.startswith("rediss"),
+    )
+    return cast(
+        redis.Redis,
+        sentinel.master_for(  # type: ignore[no-untyped-call]
+            path[0],
+            db=int(path[1]) if len(path) > 1 else 0,
+            decode_responses=True,
+            socket_connect_timeout=connect_timeout_s,
+            **{k: v for k, v in auth.items() if v is not None},
+        ),
+    )
+
+
 def mask_url(url: str) -> str:
     """The URL with its password replaced by `***`, safe to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return _PASSWORD.sub(r"\1:***@", url)
+
+
+# `//user:password@` (user may be empty); works for several comma-separated hosts too.
+_PASSWORD = re.compile(r"(//[^/@:]*):[^@/]*@")
 
 
 @dataclass(frozen=True)
@@ -198,23 +246,14 @@ class Store:
         self.clock_gap_s = clock_gap_s
         self.socket_timeout_s = socket_timeout_s
         # A bounded wait, so a stalled Redis cannot hold a caller forever.
-        self.redis: redis.Redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=5,
-            socket_timeout=socket_timeout_s,
-            health_check_interval=30,
-        )
+        self.redis: redis.Redis = connect(url, timeout_s=socket_timeout_s, connect_timeout_s=5)
         self._enqueue = self.redis.register_script(scripts.ENQUEUE)
         self._claim = self.redis.register_script(scripts.CLAIM)
         # Heartbeats go through their own client with a short timeout: a worker waiting on
         # its horse must never be held long by a stalled Redis.
         self.heartbeat_timeout_s = min(1.0, socket_timeout_s)
-        self._fast: redis.Redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=self.heartbeat_timeout_s,
-            socket_timeout=self.heartbeat_timeout_s,
+        self._fast: redis.Redis = connect(
+            url, timeout_s=self.heartbeat_timeout_s, connect_timeout_s=self.heartbeat_timeout_s
         )
         self._heartbeat = self._fast.register_script(scripts.HEARTBEAT)
         self._finish = self.redis.register_script(scripts.FINISH)
