@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from scheduler.model import JobSpec, Run, RunStatus, format_seconds, iso
+from scheduler.model import JobSpec, Run, RunStatus, iso
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -99,7 +99,7 @@ def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Any]:
             server.stop()
 
 
-def _parse_since(value: str | None) -> datetime | None:
+def _parse_since(value: str | None, option: str = "--since") -> datetime | None:
     from scheduler.durations import parse_duration
     from scheduler.errors import InvalidOption
 
@@ -110,7 +110,7 @@ def _parse_since(value: str | None) -> datetime | None:
     except ValueError:
         pass
     try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(value, option="--since"))
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value, option=option))
     except InvalidOption as exc:
         raise click.BadParameter(
             f"{value!r}: {exc.why}; expected a duration such as 2h or 30m, or an ISO time"
@@ -292,71 +292,104 @@ def _spec_for(cfg: Config, expr_or_job: str, tz: str | None) -> JobSpec:
     return spec
 
 
+def _utc_option(func: Any) -> Any:
+    return click.option(
+        "--utc", is_flag=True, envvar="SCHED_UTC", help="Show times in UTC, not the local zone."
+    )(func)
+
+
+def _styled(status: RunStatus | str | None) -> str:
+    """A status, coloured on a terminal (click drops the colour elsewhere)."""
+    from scheduler.display import STATUS_COLOURS
+
+    if status is None:
+        return "-"
+    return click.style(str(status), fg=STATUS_COLOURS.get(RunStatus(status)))
+
+
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_utc_option
 @click.pass_obj
-def list_cmd(cfg: Config, as_json: bool) -> None:
-    """List the jobs: schedule, zone, timeout, next fire and last status.
+def list_cmd(cfg: Config, as_json: bool, utc: bool) -> None:
+    """List the jobs: schedule in words, zone, timeout, policies, next fire, last status.
 
     \b
     Example:
-      sched list --json
+      sched list
+      sched list --json | jq '.[] | select(.last_status == "failed")'
     """
-    from scheduler import beat, embedded
-    from scheduler.store import Store
+    from scheduler import display
 
     specs = _load(cfg)
-    last: dict[str, Run] = {}
-    url = cfg.redis_url or embedded.socket_url(cfg.state_dir)
-    if cfg.redis_url or embedded.is_alive(url):
-        store = Store(url, cfg.namespace)
-        try:
-            last = store.last_runs(list(specs))
-        finally:
-            store.close()
+    last, paused = _last_and_paused(cfg, specs)
     now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    for spec in specs.values():
-        nxt = beat.next_fire(spec, now) if (spec.cron or spec.every_s) else None
-        run = last.get(spec.name)
-        rows.append(
-            {
-                "job": spec.name,
-                "kind": spec.kind,
-                "schedule": spec.schedule,
-                "tz": spec.tz,
-                "timeout_s": spec.timeout_s,
-                "overlap": str(spec.overlap),
-                "catchup": str(spec.catchup),
-                "queue": spec.queue,
-                "where": spec.where,
-                "next_fire": iso(nxt) if nxt else None,
-                "last_status": str(run.status) if run else None,
-                "last_run": run.id if run else None,
-            }
-        )
+    rows = [
+        _list_row(spec, last.get(spec.name), spec.name in paused, now) for spec in specs.values()
+    ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = [["JOB", "SCHEDULE", "TZ", "TIMEOUT", "NEXT FIRE (UTC)", "LAST"]]
-    for r in rows:
+    table = [["JOB", "SCHEDULE", "TZ", "TIMEOUT", "POLICIES", "NEXT FIRE", "LAST"]]
+    for row, spec in zip(rows, specs.values(), strict=True):
+        run = last.get(spec.name)
+        nxt = row["next_fire"] and datetime.fromisoformat(row["next_fire"].replace("Z", "+00:00"))
+        last_text = f"{run.status} {display.ago(run.scheduled_for, now)}" if run else "-"
         table.append(
             [
-                r["job"],
-                r["schedule"],
-                r["tz"],
-                format_seconds(r["timeout_s"]),
-                r["next_fire"] or "-",
-                r["last_status"] or "-",
+                spec.name + (" (paused)" if row["paused"] else ""),
+                f"{spec.schedule} ({row['description']})",
+                spec.tz,
+                display.human_duration(spec.timeout_s),
+                display.policies(spec),
+                display.when(nxt or None, utc) if nxt else "-",
+                last_text,
             ]
         )
-    _print_table(table)
+    for line in display.table(table):
+        click.echo(line)
 
 
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+def _last_and_paused(cfg: Config, specs: dict[str, JobSpec]) -> tuple[dict[str, Run], set[str]]:
+    """Last run per job and paused jobs, when a Redis is reachable (list works without)."""
+    from scheduler import embedded
+    from scheduler.store import ConnectionErrors, Store
+
+    url = cfg.redis_url or embedded.socket_url(cfg.state_dir)
+    if not cfg.redis_url and not embedded.is_alive(url):
+        return {}, set()
+    store = Store(url, cfg.namespace)
+    try:
+        return store.last_runs(list(specs)), store.paused_jobs()
+    except ConnectionErrors:
+        return {}, set()
+    finally:
+        store.close()
+
+
+def _list_row(spec: JobSpec, run: Run | None, paused: bool, now: datetime) -> dict[str, Any]:
+    from scheduler import beat, cron, display
+
+    nxt = beat.next_fire(spec, now) if (spec.cron or spec.every_s) else None
+    return {
+        "job": spec.name,
+        "kind": spec.kind,
+        "schedule": spec.schedule,
+        "description": display.describe_schedule(spec),
+        "tz": spec.tz,
+        "timeout_s": spec.timeout_s,
+        "overlap": str(spec.overlap),
+        "catchup": str(spec.catchup),
+        "retries": spec.retries,
+        "queue": spec.queue,
+        "where": spec.where,
+        "paused": paused,
+        "next_fire": iso(nxt) if nxt else None,
+        "next_fire_local": nxt.astimezone(cron.zone(spec.tz)).isoformat() if nxt else None,
+        "last_status": str(run.status) if run else None,
+        "last_run": run.id if run else None,
+        "last_run_at": iso(run.scheduled_for) if run else None,
+    }
 
 
 # -- history ----------------------------------------------------------------------------------
@@ -374,61 +407,100 @@ STATUS_CHOICE = click.Choice([str(s) for s in RunStatus])
     help="Only runs with this status (repeatable).",
 )
 @click.option("--since", default=None, help="Only runs scheduled since: 2h, 30m, or ISO time.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--until", default=None, help="Only runs scheduled until: 1h (ago) or ISO time.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of run objects.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON run object per line.")
+@_utc_option
 @click.pass_obj
 def history(
     cfg: Config,
     job: str | None,
     statuses: tuple[str, ...],
     since: str | None,
+    until: str | None,
     limit: int,
     as_json: bool,
+    as_jsonl: bool,
+    utc: bool,
 ) -> None:
-    """Show runs, newest first.
+    """Show runs, newest first, with a count per status at the end.
 
     \b
     Example:
+      sched history
       sched history examples.tick --status failed --status timed-out --since 2h
+      sched history --since 1d --limit 100000 --jsonl > runs.jsonl
     """
-    since_at = _parse_since(since)
+    since_at = _parse_since(since, "--since")
+    until_at = _parse_since(until, "--until")
     with _store(cfg) as store:
-        runs = store.history(
-            job=job, statuses=[RunStatus(s) for s in statuses], since=since_at, limit=limit
+        runs = store.iter_history(
+            job=job,
+            statuses=[RunStatus(s) for s in statuses],
+            since=since_at,
+            until=until_at,
+            limit=limit,
         )
-    if as_json:
-        click.echo(json.dumps([r.to_json() for r in runs], indent=2))
+        if as_json or as_jsonl:
+            _stream_json(runs, lines=as_jsonl)
+            return
+        _history_table(list(runs), utc)
+
+
+def _stream_json(runs: Iterator[Run], *, lines: bool) -> None:
+    """Write runs as they are read, so a large history never sits in memory at once."""
+    if lines:
+        for run in runs:
+            click.echo(json.dumps(run.to_json()))
         return
+    click.echo("[", nl=False)
+    for i, run in enumerate(runs):
+        click.echo(("," if i else "") + "\n  " + json.dumps(run.to_json()), nl=False)
+    click.echo("\n]")
+
+
+def _history_table(runs: list[Run], utc: bool) -> None:
+    from scheduler import display
+
     if not runs:
         click.echo("no runs match")
         return
-    table = [["RUN", "STATUS", "SCHEDULED (UTC)", "DURATION", "EXIT", "REASON"]]
+    table = [["RUN", "STATUS", "SCHEDULED", "DURATION", "EXIT", "REASON"]]
     for run in runs:
         exit_text = run.signal or ("" if run.exit_code is None else str(run.exit_code))
         table.append(
             [
                 run.id,
                 str(run.status),
-                iso(run.scheduled_for),
-                "" if run.duration_s is None else f"{run.duration_s:.3f}s",
+                display.when(run.scheduled_for, utc),
+                display.human_duration(run.duration_s),
                 exit_text,
-                (run.reason or "")[:70],
+                (run.reason or "")[:60],
             ]
         )
-    _print_table(table)
+    lines = display.table(table)
+    click.echo(lines[0])
+    for run, line in zip(runs, lines[1:], strict=True):
+        # Colour only the status word, after the columns are aligned on plain text.
+        head, _, rest = line.partition(str(run.status))
+        click.echo(head + _styled(run.status) + rest)
+    click.echo(display.status_counts([r.status for r in runs]))
 
 
 @cli.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON object.")
+@_utc_option
 @click.pass_obj
-def show(cfg: Config, run_id: str, as_json: bool) -> None:
+def show(cfg: Config, run_id: str, as_json: bool, utc: bool) -> None:
     """Show every field of one run, its output tail and its traceback.
 
     \b
     Example:
       sched show 'examples.tick@20261127T101500Z'
     """
+    from scheduler import display
     from scheduler.errors import UnknownRun
 
     with _store(cfg) as store:
@@ -443,6 +515,13 @@ def show(cfg: Config, run_id: str, as_json: bool) -> None:
     for name, value in data.items():
         if name in ("output", "error", "result") or value is None:
             continue
+        moment = getattr(run, name)
+        if isinstance(moment, datetime):
+            value = display.when(moment, utc)
+        elif name == "duration_s":
+            value = display.human_duration(run.duration_s)
+        elif name == "status":
+            value = _styled(run.status)
         click.echo(f"{name:>14}: {value}")
     if run.result is not None:
         click.echo(f"{'result':>14}: {json.dumps(run.result)}")
@@ -455,22 +534,52 @@ def show(cfg: Config, run_id: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing output until the run ends.")
 @click.pass_obj
-def logs(cfg: Config, run_id: str) -> None:
+def logs(cfg: Config, run_id: str, follow: bool) -> None:
     """Print the captured output (tail of stdout and stderr) of a run.
+
+    With -f, a running run's output is shown as it is written (within about a second), and
+    the command ends when the run does.
 
     \b
     Example:
-      sched logs 'examples.tick@20261127T101500Z'
+      sched logs -f 'backup.nightly@20261127T020000Z'
     """
     from scheduler.errors import UnknownRun
 
     with _store(cfg) as store:
         try:
-            run = store.get_run(run_id)
+            status, total, text = store.live_output(run_id)
         except UnknownRun as exc:
             _fail(str(exc))
-    click.echo(run.output or "", nl=False)
+        if not follow:
+            click.echo(text, nl=False)
+            return
+        _follow(store, run_id, status, total, text)
+
+
+def _follow(store: Any, run_id: str, status: str, total: int, text: str) -> None:
+    """Print what the run writes, as heartbeats bring it, until it ends."""
+    shown = 0  # bytes of the run's output printed so far
+    while True:
+        body = _without_header(text).encode()
+        new = min(total - shown, len(body))
+        if new > 0:
+            click.echo(body[len(body) - new :].decode(errors="replace"), nl=False)
+            shown = total
+        if status not in ("queued", "running"):
+            click.echo(f"\n[{run_id}: {status}]", err=True)
+            return
+        time.sleep(0.3)  # polling a run's output for a person to read
+        status, total, text = store.live_output(run_id)
+
+
+def _without_header(text: str) -> str:
+    """The output tail without the `[... N earlier bytes not kept ...]` line."""
+    if text.startswith("[... ") and " earlier bytes not kept ...]\n" in text:
+        return text.split("]\n", 1)[1]
+    return text
 
 
 @cli.command()
@@ -595,6 +704,9 @@ def workers(cfg: Config, as_json: bool) -> None:
     Example:
       sched workers --json
     """
+    from scheduler import display
+    from scheduler.model import from_ms
+
     with _store(cfg, start_if_needed=False) as store:
         rows = store.workers()
     if as_json:
@@ -603,9 +715,22 @@ def workers(cfg: Config, as_json: bool) -> None:
     if not rows:
         click.echo("no live workers")
         return
-    table = [["WORKER", "QUEUES", "CURRENT RUN"]]
-    table += [[r["id"], r.get("queues", ""), r.get("current", "-")] for r in rows]
-    _print_table(table)
+    now = datetime.now(UTC)
+    table = [["WORKER", "HOST", "PID", "QUEUES", "CURRENT RUN", "HEARTBEAT"]]
+    for r in rows:
+        beat = r.get("heartbeat_at")
+        table.append(
+            [
+                r["id"],
+                r.get("host", ""),
+                r.get("pid", ""),
+                r.get("queues", ""),
+                r.get("current", "-"),
+                display.ago(from_ms(int(beat)), now) if beat else "-",
+            ]
+        )
+    for line in display.table(table):
+        click.echo(line)
 
 
 # -- processes --------------------------------------------------------------------------------

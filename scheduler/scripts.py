@@ -197,7 +197,8 @@ HEARTBEAT = (
 -- KEYS[1] workers zset  KEYS[2] worker hash  KEYS[3] running zset  KEYS[4] run hash (or any)
 -- KEYS[5] clock hash
 -- ARGV[1] worker id  ARGV[2] lease ms  ARGV[3] run id or ''  ARGV[4] horse pid or ''
--- ARGV[5] clock gap ms  ARGV[6..] worker field, value pairs
+-- ARGV[5] clock gap ms  ARGV[6] bytes of output so far, or '' when unchanged
+-- ARGV[7] the output's tail  ARGV[8..] worker field, value pairs
 -- Returns {held, kill request}: held is 1 when the worker still holds the run (or has none);
 -- kill request is the reason an operator or a replacing fire asked to stop the run, or ''.
 """
@@ -207,7 +208,7 @@ HEARTBEAT = (
 touch(KEYS[5], tonumber(ARGV[5]))
 local expiry = now + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-if #ARGV > 5 then redis.call('HSET', KEYS[2], unpack(ARGV, 6)) end
+if #ARGV > 7 then redis.call('HSET', KEYS[2], unpack(ARGV, 8)) end
 redis.call('HSET', KEYS[2], 'heartbeat_at', now)
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 10)
 if ARGV[3] == '' then return {1, ''} end
@@ -215,6 +216,7 @@ local f = redis.call('HMGET', KEYS[4], 'status', 'worker', 'kill_requested')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] then return {0, ''} end
 redis.call('ZADD', KEYS[3], expiry, ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], 'pid', ARGV[4]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'live_total', ARGV[6], 'live_output', ARGV[7]) end
 return {1, f[3] or ''}
 """
 )
@@ -254,7 +256,7 @@ local duration = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', tonumber(f[3]) + duration,
   'duration_s', string.format('%.3f', duration / 1000))
 for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HDEL', KEYS[1], 'kill_requested')
+redis.call('HDEL', KEYS[1], 'kill_requested', 'live_total', 'live_output')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 move(ARGV[1], KEYS[4], KEYS[5], f[4])

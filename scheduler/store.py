@@ -501,12 +501,15 @@ class Store:
         worker: str,
         lease_s: float,
         run_id: str | None = None,
-        pid: int | None = None,
-        **info: object,
+        horse_pid: int | None = None,
+        live: tuple[int, str] | None = None,
+        info: Mapping[str, object] | None = None,
     ) -> Heartbeat:
         """Renew the worker's presence and its run's lease, and collect any kill request.
 
-        With `pid`, the horse's pid is recorded on the run (so it can be seen while running).
+        With `horse_pid`, the horse's pid is recorded on the run (so it can be seen while it
+        runs); with `live`, (bytes so far, tail) of its output, for `sched logs -f`; `info`
+        updates the worker's own fields (host, pid, queues).
         """
         k = self.keys
         reply = self._heartbeat(
@@ -515,9 +518,11 @@ class Store:
                 worker,
                 int(lease_s * 1000),
                 run_id or "",
-                pid or "",
+                horse_pid or "",
                 int(self.clock_gap_s * 1000),
-                *_pairs(info),
+                live[0] if live else "",
+                live[1] if live else "",
+                *_pairs(info or {}),
             ],
         )
         return Heartbeat(bool(reply[0]), str(reply[1]) or None)
@@ -730,6 +735,28 @@ class Store:
         if not fields:
             raise UnknownRun(run_id)
         return Run.from_fields(fields)
+
+    def live_output(self, run_id: str) -> tuple[str, int, str]:
+        """(status, bytes written so far, output tail) of a run, for following its output."""
+        status, total, live, final, final_total = cast(
+            list[str | None],
+            self.redis.hmget(
+                self.keys.run(run_id),
+                "status",
+                "live_total",
+                "live_output",
+                "output",
+                "output_bytes",
+            ),
+        )
+        if status is None:
+            from scheduler.errors import UnknownRun
+
+            raise UnknownRun(run_id)
+        if status in ("queued", "running"):
+            return status, int(total or 0), live or ""
+        text = final or ""
+        return status, int(final_total or len(text.encode())), text
 
     def raw_run(self, run_id: str) -> dict[str, str]:
         """The stored fields of a run as they are (for diagnostics such as late reports)."""

@@ -62,7 +62,12 @@ class OutputTail:
         if len(self.buffer) > 2 * self.limit:
             del self.buffer[: len(self.buffer) - self.limit]
 
+    def body(self) -> str:
+        """The kept bytes, decoded."""
+        return bytes(self.buffer[-self.limit :]).decode("utf-8", errors="replace")
+
     def text(self) -> str:
+        """The kept bytes, after a line saying how many earlier ones were dropped."""
         data = bytes(self.buffer[-self.limit :])
         dropped = self.total - len(data)
         body = data.decode("utf-8", errors="replace")
@@ -96,6 +101,8 @@ class _Watch:
     # For an operator's or a replacing fire's stop: SIGTERM first, SIGKILL at this time.
     hard_kill_at: float | None = None
     report: bytearray = field(default_factory=bytearray)
+    # Bytes of output already shown through heartbeats (for `sched logs -f`).
+    live_sent: int = 0
 
 
 class Worker:
@@ -179,10 +186,11 @@ class Worker:
             self.store.heartbeat(
                 self.id,
                 self.settings.lease_s,
-                None,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                queues=",".join(self.queues),
+                info={
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "queues": ",".join(self.queues),
+                },
             )
             self._next_heartbeat = now + self.settings.heartbeat_s
         if now >= self._next_reap:
@@ -259,6 +267,7 @@ class Worker:
         outcome.fields.update(
             pid=pid,
             output=tail.text(),
+            output_bytes=tail.total,
             max_rss_kb=rusage.ru_maxrss,
             cpu_s=round(rusage.ru_utime + rusage.ru_stime, 3),
         )
@@ -272,7 +281,7 @@ class Worker:
         if self._wakeup_r is not None:
             poller.register(self._wakeup_r, select.POLLIN)
         open_fds = {out_r, rep_r}
-        self._renew(run_id, watch, watch.pid)  # also makes the horse's pid visible at once
+        self._renew(run_id, watch, tail, watch.pid)  # also makes the horse's pid visible
         next_beat = time.monotonic() + self.settings.heartbeat_s
         try:
             while True:
@@ -281,7 +290,7 @@ class Worker:
                 # A heartbeat may block for its (short) timeout when Redis stalls; never
                 # start one that could delay the backstop kill.
                 if now >= next_beat and now + self.heartbeat_timeout_s < watch.backstop:
-                    self._renew(run_id, watch)
+                    self._renew(run_id, watch, tail)
                     next_beat = now + self.settings.heartbeat_s
                 try:
                     events = poller.poll(self._poll_ms(watch, next_beat))
@@ -346,12 +355,17 @@ class Worker:
             watch.hard_kill_at = None
             self._kill_group(watch.pid)
 
-    def _renew(self, run_id: str, watch: _Watch, pid: int | None = None) -> None:
+    def _renew(self, run_id: str, watch: _Watch, tail: OutputTail, pid: int | None = None) -> None:
+        live = None
+        if tail.total != watch.live_sent:
+            live = (tail.total, tail.body())
         try:
-            beat = self.store.heartbeat(self.id, self.settings.lease_s, run_id, pid)
+            beat = self.store.heartbeat(self.id, self.settings.lease_s, run_id, pid, live)
         except ConnectionErrors as exc:
             log.warning("run %s: cannot renew lease (%s); the horse keeps running", run_id, exc)
             return
+        if live is not None:
+            watch.live_sent = live[0]
         if not beat.held:
             log.warning("run %s: this worker no longer holds the run's lease", run_id)
         if beat.kill_requested and watch.killed_for is None:

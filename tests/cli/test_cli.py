@@ -140,7 +140,8 @@ def test_history_filters_by_status(recorded: Store) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("RUN")
-    assert len(lines) == 2 and "missed" in lines[1]
+    assert len(lines) == 3 and "missed" in lines[1]
+    assert lines[2] == "1 run: 1 missed"
 
 
 def test_history_rejects_an_unknown_status(recorded: Store) -> None:
@@ -180,3 +181,41 @@ def test_unreachable_redis_names_the_url_without_password() -> None:
     assert code == 1
     assert "redis://u:***@127.0.0.1:1/0" in out
     assert "hunter2" not in out
+
+
+def test_history_counts_per_status_and_jsonl(recorded: Store) -> None:
+    code, out = sched("--redis-url", recorded.url, "history", "--utc")
+    assert code == 0
+    assert out.splitlines()[-1] == "2 runs: 1 failed, 1 missed"
+    assert "2026-11-27 11:00:00Z" in out
+    assert "2.5s" in out
+    code, out = sched("--redis-url", recorded.url, "history", "--jsonl")
+    assert [json.loads(line)["status"] for line in out.splitlines()] == ["failed", "missed"]
+
+
+def test_history_until(recorded: Store) -> None:
+    code, out = sched(
+        "--redis-url", recorded.url, "history", "--until", "2026-11-27T10:30:00Z", "--json"
+    )
+    assert code == 0
+    assert [r["status"] for r in json.loads(out)] == ["missed"]
+
+
+def test_list_describes_schedules_and_shows_paused(recorded: Store) -> None:
+    recorded.pause("nightly-backup")
+    code, out = sched("--jobs", str(GOOD), "--redis-url", recorded.url, "list")
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.startswith("nightly-backup"))
+    assert "(paused)" in line and "At 03:00" in line and "Europe/Berlin" in line
+    assert "overlap=queue catchup=all retries=2" in line
+    code, out = sched("--jobs", str(GOOD), "--redis-url", recorded.url, "list", "--json")
+    row = next(r for r in json.loads(out) if r["job"] == "nightly-backup")
+    assert row["paused"] is True and row["description"] == "At 03:00"
+    assert row["next_fire_local"].endswith(("+01:00", "+02:00"))
+
+
+def test_every_command_has_an_example_in_its_help() -> None:
+    for name in cli.list_commands(None):  # type: ignore[arg-type]
+        code, out = sched(name, "--help")
+        assert code == 0
+        assert "Example:" in out, f"`sched {name} --help` has no example"

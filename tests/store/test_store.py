@@ -62,7 +62,7 @@ def test_claim_heartbeat_finish(store: Store) -> None:
     fields = claim(store)
     assert fields is not None
     assert fields["status"] == "running" and fields["worker"] == "w1"
-    assert store.heartbeat("w1", 10, fields["id"], pid=1234).held
+    assert store.heartbeat("w1", 10, fields["id"], horse_pid=1234).held
     assert store.get_run(fields["id"]).pid == 1234
     ok, status = store.finish(
         "w1",
