@@ -39,13 +39,17 @@ def _fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
     sys.exit(code)
 
 
-def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s.%(msecs)03d %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
-    )
+def _setup_logging(log_format: str = "human") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from scheduler.display import JsonLogFormatter
+
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%Y-%m-%d %H:%M:%S")
+        )
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _load(cfg: Config) -> dict[str, JobSpec]:
@@ -755,6 +759,14 @@ def _timing_options(func: Any) -> Any:
 
 
 def _metrics_option(func: Any) -> Any:
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["human", "json"]),
+        default="human",
+        show_default=True,
+        envvar="SCHED_LOG_FORMAT",
+        help="Log lines for people, or one JSON object per line.",
+    )(func)
     return click.option(
         "--metrics-port",
         type=click.IntRange(0, 65535),
@@ -802,7 +814,14 @@ def _timings(grace: str, lease: str) -> Any:
 @_timing_options
 @_metrics_option
 @click.pass_obj
-def run(cfg: Config, n_workers: int, grace: str, lease: str, metrics_port: int | None) -> None:
+def run(
+    cfg: Config,
+    n_workers: int,
+    grace: str,
+    lease: str,
+    metrics_port: int | None,
+    log_format: str,
+) -> None:
     """Start the scheduler and workers (and an embedded Redis unless --redis-url is given).
 
     First Ctrl-C / SIGTERM: warm shutdown (running jobs finish). Second: cold (they are killed
@@ -817,7 +836,7 @@ def run(cfg: Config, n_workers: int, grace: str, lease: str, metrics_port: int |
     from scheduler.runner import Plan, Supervisor
     from scheduler.store import Store, mask_url
 
-    _setup_logging()
+    _setup_logging(log_format)
     specs = _load(cfg)
     _check_hooks_env()
     timings = _timings(grace, lease)
@@ -864,7 +883,9 @@ def run(cfg: Config, n_workers: int, grace: str, lease: str, metrics_port: int |
 @_timing_options
 @_metrics_option
 @click.pass_obj
-def scheduler(cfg: Config, grace: str, lease: str, metrics_port: int | None) -> None:
+def scheduler(
+    cfg: Config, grace: str, lease: str, metrics_port: int | None, log_format: str
+) -> None:
     """Run only the scheduler loop (several may run against one Redis).
 
     \b
@@ -873,7 +894,7 @@ def scheduler(cfg: Config, grace: str, lease: str, metrics_port: int | None) -> 
     """
     from scheduler.runner import Plan, run_scheduler
 
-    _setup_logging()
+    _setup_logging(log_format)
     specs = _load(cfg)
     _check_hooks_env()
     with _store(cfg, start_if_needed=False) as store:
@@ -904,6 +925,7 @@ def worker(
     grace: str,
     lease: str,
     metrics_port: int | None,
+    log_format: str,
 ) -> None:
     """Run worker processes only.
 
@@ -913,7 +935,7 @@ def worker(
     """
     from scheduler.runner import Plan, Supervisor, run_worker
 
-    _setup_logging()
+    _setup_logging(log_format)
     specs = _load(cfg)
     _check_hooks_env()
     timings = _timings(grace, lease)

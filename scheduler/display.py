@@ -5,6 +5,8 @@ Pure functions over plain values; `cli.py` adds colour when the output is a term
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -108,3 +110,19 @@ def status_counts(statuses: Sequence[RunStatus]) -> str:
     parts = [f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     total = len(statuses)
     return f"{total} run{'s' if total != 1 else ''}" + (f": {', '.join(parts)}" if parts else "")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, logger, pid, message (and any exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)

@@ -18,6 +18,8 @@ import traceback
 from types import FrameType
 from typing import Any, NoReturn
 
+import setproctitle
+
 from scheduler.errors import JobTimeout
 from scheduler.model import JobSpec
 
@@ -47,6 +49,7 @@ def run(
     try:
         _detach(parent)
         _redirect(out_fd)
+        setproctitle.setproctitle(f"sched horse {(env or {}).get('SCHED_RUN_ID', spec.name)}")
         # The job gets to know its run, not the worker's Redis credentials.
         os.environ.pop("SCHED_REDIS_URL", None)
         os.environ.update(env or {})

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 
+import setproctitle
+
 from scheduler import alerts
 from scheduler.beat import Beat, BeatSettings
 from scheduler.metrics import Metrics
@@ -92,6 +94,7 @@ def run_scheduler(plan: Plan) -> int:
     beat = Beat(store, plan.specs, plan.timings.beat(), alerter=alerter, metrics=metrics)
     signal.signal(signal.SIGTERM, beat.stop)
     signal.signal(signal.SIGINT, beat.stop)
+    setproctitle.setproctitle(f"sched scheduler ({len(plan.specs)} jobs)")
     try:
         beat.run()
     finally:
@@ -180,6 +183,7 @@ class Supervisor:
         # Processes orphaned by a worker that died (its horse's children) are re-parented
         # here instead of to init, so they can be found and killed.
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        setproctitle.setproctitle(f"sched supervisor ({self.plan.workers} workers)")
         self.own = set(children_of(os.getpid()))
         plan = self.plan
         if plan.scheduler:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+import setproctitle
+
 from scheduler import horse
 from scheduler.model import JobSpec, RunStatus, format_seconds, from_ms, iso
 from scheduler.store import ConnectionErrors, Retry, Store, retry_plan
@@ -155,6 +157,7 @@ class Worker:
         gc.collect()
         gc.freeze()  # Fewer pages touched after fork: the horse's copy-on-write stays cheap.
         log.info("worker %s: serving queues %s", self.id, ", ".join(self.queues))
+        self._title("idle")
         done = 0
         while not self.shutdown_requests and (max_runs is None or done < max_runs):
             try:
@@ -200,6 +203,10 @@ class Worker:
             self.store.promote_due()
             self._next_reap = now + self.settings.reap_interval_s
 
+    def _title(self, doing: str) -> None:
+        """Say in `ps` what this worker is doing."""
+        setproctitle.setproctitle(f"sched worker {self.id} [{','.join(self.queues)}]: {doing}")
+
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while not self.shutdown_requests and time.monotonic() < end:
@@ -220,10 +227,12 @@ class Worker:
             self._record(fields, outcome, 0.0)
             return outcome.status
         timeout_s = float(fields.get("timeout_s") or spec.timeout_s)
+        self._title(f"running {run_id}")
         started = time.monotonic()
         outcome = self._fork_and_watch(run_id, spec, timeout_s, _run_env(fields))
         duration = time.monotonic() - started
         self._record(fields, outcome, duration)
+        self._title("idle")
         return outcome.status
 
     def _fork_and_watch(

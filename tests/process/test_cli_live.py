@@ -125,3 +125,38 @@ def test_pause_records_fires_skipped(redis_url: str, store: Store, tmp_path: Pat
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_process_titles_say_what_runs(
+    redis_url: str, worker: subprocess.Popen[bytes], store: Store
+) -> None:
+    run_id = queued_id(sched(redis_url, "trigger", "live.forever"))
+    horse = wait_for(lambda: store.get_run(run_id).pid, 10, "the horse's pid")
+
+    def title(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+    assert title(horse) == f"sched horse {run_id}"
+    wait_for(lambda: f": running {run_id}" in title(worker.pid), 5, "the worker's title")
+    assert title(worker.pid).startswith("sched worker ")
+    sched(redis_url, "kill", run_id)
+    final(store, run_id)
+
+
+def test_json_log_lines(redis_url: str, store: Store) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler", "scheduler", "--log-format", "json"],
+        env=env_for(redis_url),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: store.history(job="live.ticker", limit=1), 15, "a fire")
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    entries = [json.loads(line) for line in out.splitlines()]
+    assert any(e["message"].startswith("fire live.ticker") for e in entries)
+    assert {"time", "level", "logger", "pid", "message"} <= set(entries[0])
