@@ -742,6 +742,13 @@ def workers(cfg: Config, as_json: bool) -> None:
 
 def _timing_options(func: Any) -> Any:
     func = click.option(
+        "--warm-timeout",
+        default=None,
+        envvar="SCHED_WARM_TIMEOUT",
+        help="After a first SIGTERM/Ctrl-C, stop cold by itself after this long (e.g. 25s, "
+        "below your platform's kill timeout). Default: wait for running jobs.",
+    )(func)
+    func = click.option(
         "--grace",
         default="5s",
         show_default=True,
@@ -788,7 +795,7 @@ def _check_hooks_env() -> None:
             _fail(f"{exc}; expected {exc.expected}", EXIT_USAGE)
 
 
-def _timings(grace: str, lease: str) -> Any:
+def _timings(grace: str, lease: str, warm_timeout: str | None = None) -> Any:
     from scheduler.durations import parse_duration
     from scheduler.errors import InvalidOption
     from scheduler.runner import Timings
@@ -797,6 +804,9 @@ def _timings(grace: str, lease: str) -> Any:
         return Timings(
             grace_s=parse_duration(grace, option="--grace"),
             lease_s=parse_duration(lease, option="--lease"),
+            warm_timeout_s=(
+                parse_duration(warm_timeout, option="--warm-timeout") if warm_timeout else None
+            ),
         )
     except InvalidOption as exc:
         raise click.BadParameter(f"{exc}; expected {exc.expected}") from exc
@@ -819,6 +829,7 @@ def run(
     n_workers: int,
     grace: str,
     lease: str,
+    warm_timeout: str | None,
     metrics_port: int | None,
     log_format: str,
 ) -> None:
@@ -839,7 +850,7 @@ def run(
     _setup_logging(log_format)
     specs = _load(cfg)
     _check_hooks_env()
-    timings = _timings(grace, lease)
+    timings = _timings(grace, lease, warm_timeout)
     server = None
     url = cfg.redis_url
     if url is None:
@@ -884,7 +895,12 @@ def run(
 @_metrics_option
 @click.pass_obj
 def scheduler(
-    cfg: Config, grace: str, lease: str, metrics_port: int | None, log_format: str
+    cfg: Config,
+    grace: str,
+    lease: str,
+    warm_timeout: str | None,
+    metrics_port: int | None,
+    log_format: str,
 ) -> None:
     """Run only the scheduler loop (several may run against one Redis).
 
@@ -924,6 +940,7 @@ def worker(
     queues: tuple[str, ...],
     grace: str,
     lease: str,
+    warm_timeout: str | None,
     metrics_port: int | None,
     log_format: str,
 ) -> None:
@@ -938,7 +955,7 @@ def worker(
     _setup_logging(log_format)
     specs = _load(cfg)
     _check_hooks_env()
-    timings = _timings(grace, lease)
+    timings = _timings(grace, lease, warm_timeout)
     with _store(cfg, start_if_needed=False) as store:
         url = store.url
     plan = Plan(

@@ -42,6 +42,7 @@ class Timings:
 
     lease_s: float = 15.0
     grace_s: float = 5.0
+    warm_timeout_s: float | None = None
 
     @property
     def clock_gap_s(self) -> float:
@@ -55,6 +56,7 @@ class Timings:
             grace_s=self.grace_s,
             heartbeat_s=min(1.0, self.lease_s / 5),
             reap_interval_s=min(5.0, self.lease_s / 3),
+            warm_timeout_s=self.warm_timeout_s,
         )
 
     def beat(self) -> BeatSettings:

@@ -48,6 +48,9 @@ class WorkerSettings:
     reap_interval_s: float = 5.0
     idle_wait_s: float = 1.0
     report_backoff_max_s: float = 10.0
+    # After a warm shutdown request, turn cold by itself after this long (None: never), so a
+    # platform that sends one SIGTERM then SIGKILL still gets runs recorded `killed`.
+    warm_timeout_s: float | None = None
 
 
 class OutputTail:
@@ -129,6 +132,7 @@ class Worker:
         self._next_heartbeat = 0.0
         self._pending: list[_Report] = []
         self._wakeup_r: int | None = None
+        self._warm_since = 0.0
         self.heartbeat_timeout_s = store.heartbeat_timeout_s
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -137,11 +141,21 @@ class Worker:
         """Signal handler: the first request is warm, the second cold."""
         self.shutdown_requests += 1
         kind = "warm" if self.shutdown_requests == 1 else "cold"
+        if self.shutdown_requests == 1:
+            self._warm_since = time.monotonic()
         log.info("worker %s: %s shutdown (%s)", self.id, kind, signal.Signals(signum).name)
 
     @property
     def cold(self) -> bool:
-        return self.shutdown_requests >= 2
+        """A second request came, or the warm shutdown outlasted its timeout."""
+        if self.shutdown_requests >= 2:
+            return True
+        limit = self.settings.warm_timeout_s
+        return (
+            self.shutdown_requests == 1
+            and limit is not None
+            and time.monotonic() - self._warm_since >= limit
+        )
 
     def run(self, max_runs: int | None = None) -> int:
         """Serve the queues until shutdown; return the process exit code."""
@@ -313,9 +327,10 @@ class Worker:
         finally:
             os.close(pidfd)
 
-    @staticmethod
-    def _poll_ms(watch: _Watch, next_beat: float) -> float:
+    def _poll_ms(self, watch: _Watch, next_beat: float) -> float:
         wake = next_beat
+        if self.shutdown_requests == 1 and self.settings.warm_timeout_s is not None:
+            wake = min(wake, self._warm_since + self.settings.warm_timeout_s)
         if watch.killed_for is None:
             wake = min(wake, watch.backstop)
         elif watch.hard_kill_at is not None:

@@ -96,3 +96,20 @@ def test_cold_shutdown_kills_and_records(
         assert proc.wait(10) == 0
     finally:
         stop_worker(proc)
+
+
+def test_warm_timeout_turns_a_single_sigterm_cold(
+    fresh: tuple[Store, str], redis_server: EmbeddedRedis
+) -> None:
+    store, namespace = fresh
+    proc = start_worker(redis_server.url, namespace, "--warm-timeout", "0.5s")
+    try:
+        run_id = trigger(store, "waits")
+        wait_for(lambda: _running(store, run_id), 10, "the run to start")
+        os.kill(proc.pid, signal.SIGTERM)
+        run = final(store, run_id)
+        assert run.status is RunStatus.KILLED and run.reason == "shutdown"
+        assert run.duration_s is not None and run.duration_s < 10
+        assert proc.wait(10) == 0
+    finally:
+        stop_worker(proc)
