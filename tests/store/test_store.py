@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from scheduler.model import RunStatus, run_id_for
 from scheduler.store import Retention, Store, mask_url
 from tests.helpers import wait_for
@@ -189,3 +191,15 @@ def test_wait_for_run_prefers_the_first_queue(store: Store) -> None:
     assert store.wait_for_run("w", ["high", "low"], 0.1) == "high@1"
     assert store.wait_for_run("w", ["high", "low"], 0.1) == "low@1"
     assert store.wait_for_run("w", ["high", "low"], 0.05) is None
+
+
+def test_an_evicting_redis_is_refused(store: Store) -> None:
+    from scheduler.errors import StoreError
+
+    store.redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(StoreError, match="maxmemory-policy 'allkeys-lru'.*'noeviction'"):
+            store.ping()
+    finally:
+        store.redis.config_set("maxmemory-policy", "noeviction")
+    store.ping()
