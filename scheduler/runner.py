@@ -25,7 +25,13 @@ from scheduler.beat import Beat, BeatSettings
 from scheduler.metrics import Metrics
 from scheduler.model import JobSpec
 from scheduler.store import ConnectionErrors, Store
-from scheduler.worker import PR_SET_CHILD_SUBREAPER, Worker, WorkerSettings, children_of
+from scheduler.worker import (
+    PR_SET_CHILD_SUBREAPER,
+    Worker,
+    WorkerSettings,
+    children_of,
+    signal_echo,
+)
 
 log = logging.getLogger("sched.run")
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -152,8 +158,12 @@ class Supervisor:
         self.signals: list[int] = []
         self.restarts: dict[str, int] = {}
         self.own: set[int] = set()
+        self._last_signal: tuple[int, float] | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signal_echo(self._last_signal, signum):
+            return
+        self._last_signal = (signum, time.monotonic())
         self.signals.append(signum)
         for pid in list(self.children):
             try:

@@ -133,12 +133,16 @@ class Worker:
         self._pending: list[_Report] = []
         self._wakeup_r: int | None = None
         self._warm_since = 0.0
+        self._last_signal: tuple[int, float] | None = None
         self.heartbeat_timeout_s = store.heartbeat_timeout_s
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def request_shutdown(self, signum: int, frame: FrameType | None = None) -> None:
         """Signal handler: the first request is warm, the second cold."""
+        if signal_echo(self._last_signal, signum):
+            return
+        self._last_signal = (signum, time.monotonic())
         self.shutdown_requests += 1
         kind = "warm" if self.shutdown_requests == 1 else "cold"
         if self.shutdown_requests == 1:
@@ -534,6 +538,16 @@ class _Report:
             "finished_at": started + duration_ms,
             "duration_s": f"{self.duration_s:.3f}",
         }
+
+
+# The same signal again within this long is one request delivered twice (tools such as
+# `timeout` signal both a process and its group), not an operator asking a second time.
+SIGNAL_ECHO_S = 0.5
+
+
+def signal_echo(last: tuple[int, float] | None, signum: int) -> bool:
+    """True when `signum` repeats the last signal within SIGNAL_ECHO_S."""
+    return last is not None and last[0] == signum and time.monotonic() - last[1] < SIGNAL_ECHO_S
 
 
 def _run_env(fields: Mapping[str, str]) -> dict[str, str]:

@@ -82,3 +82,38 @@ def test_sched_run_end_to_end(tmp_path: Path) -> None:
     assert failed["error"]["type"] == "RuntimeError"
     shown = sched(state, "show", failed["id"])
     assert "expected failure" in shown.stdout
+
+
+def test_one_signal_delivered_twice_is_one_warm_shutdown(tmp_path: Path) -> None:
+    # `timeout -s INT` and some supervisors signal a process and then its whole group.
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scheduler", "--jobs", str(JOBS), "--state-dir", str(state)]
+            + ["run", "--workers", "2"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def running_slowish() -> str | None:
+            result = sched(state, "history", "quick.slowish", "--status", "running", "--json")
+            runs = json.loads(result.stdout) if result.returncode == 0 else []
+            return runs[0]["id"] if runs else None
+
+        run_id = wait_for(running_slowish, 30, "a slowish run in flight")
+        os.kill(proc.pid, signal.SIGINT)
+        # The echo comes once the first has been handled and forwarded, as with `timeout`.
+        wait_for(lambda: "warm shutdown" in log.read_text(), 5, "the first SIGINT to land")
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    shown = json.loads(sched(state, "show", run_id, "--json").stdout)
+    assert shown["status"] == "completed", "a warm shutdown lets the run finish"

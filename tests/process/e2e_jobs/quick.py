@@ -21,3 +21,8 @@ def overruns() -> None:
 
 
 command("echo", every="1s", argv=["echo", "from a command"], timeout="5s")
+
+
+@job(every="2s", timeout="10s", overlap="allow")
+def slowish() -> None:
+    time.sleep(1.5)
