@@ -29,6 +29,7 @@ from scheduler.model import Catchup, JobSpec, Overlap
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_TIMEOUT_S = 3600.0
+RETRY_ON = ("failed", "timed-out", "lost")
 OPTIONS = (
     "schedule",
     "every",
@@ -40,6 +41,7 @@ OPTIONS = (
     "catchup_limit",
     "retries",
     "retry_backoff",
+    "retry_on",
     "misfire_grace",
     "queue",
     "description",
@@ -108,6 +110,7 @@ class _Options:
     catchup_limit: object
     retries: object
     retry_backoff: object
+    retry_on: object
     misfire_grace: object
     queue: object
     description: object
@@ -129,6 +132,7 @@ def job(
     catchup_limit: int = 100,
     retries: int = 0,
     retry_backoff: str | float = "1m",
+    retry_on: str | list[str] | tuple[str, ...] = RETRY_ON,
     misfire_grace: str | float | None = None,
     queue: str = "default",
     description: str = "",
@@ -143,7 +147,7 @@ def job(
     del frame
     options = _Options(
         schedule, every, name, tz, timeout, overlap, catchup, catchup_limit, retries,
-        retry_backoff, misfire_grace, queue, description, on_failure, on_late,
+        retry_backoff, retry_on, misfire_grace, queue, description, on_failure, on_late,
         expected_duration, unknown,
     )  # fmt: skip
     if callable(schedule):
@@ -180,6 +184,7 @@ def command(
     catchup_limit: int = 100,
     retries: int = 0,
     retry_backoff: str | float = "1m",
+    retry_on: str | list[str] | tuple[str, ...] = RETRY_ON,
     misfire_grace: str | float | None = None,
     queue: str = "default",
     description: str = "",
@@ -194,7 +199,7 @@ def command(
     del frame
     options = _Options(
         schedule, every, name, tz, timeout, overlap, catchup, catchup_limit, retries,
-        retry_backoff, misfire_grace, queue, description, on_failure, on_late,
+        retry_backoff, retry_on, misfire_grace, queue, description, on_failure, on_late,
         expected_duration, unknown,
     )  # fmt: skip
     spec, problems = _define(where, options, func=None, argv=argv)
@@ -446,6 +451,7 @@ def _check_options(
         "retry_backoff_s": checker.check(
             lambda v: parse_duration(v, option="retry_backoff"), options.retry_backoff
         ),
+        "retry_on": checker.check(check_retry_on, options.retry_on),
         "misfire_grace_s": None
         if grace is None
         else checker.check(lambda v: parse_duration(v, option="misfire_grace"), grace),
@@ -455,6 +461,18 @@ def _check_options(
         "description": checker.check(check_description, options.description),
         **_check_alerting(checker, options),
     }
+
+
+def check_retry_on(value: object) -> tuple[str, ...]:
+    """Statuses that earn a retry: some of failed, timed-out, lost."""
+    items = (value,) if isinstance(value, str) else value
+    expected = f"some of {', '.join(repr(s) for s in RETRY_ON)}, e.g. retry_on=['failed']"
+    if not isinstance(items, list | tuple) or not items:
+        raise InvalidOption("retry_on", value, "not a status or a list of them", expected)
+    for item in items:
+        if item not in RETRY_ON:
+            raise InvalidOption("retry_on", value, f"{item!r} cannot be retried", expected)
+    return tuple(dict.fromkeys(str(item) for item in items))
 
 
 def _check_alerting(checker: _Checker, options: _Options) -> dict[str, Any]:

@@ -187,6 +187,7 @@ class Beat:
 
     def _reap(self) -> None:
         try:
+            self._check_epoch()
             for run_id in self.store.reap(self.settings.lease_s):
                 log.warning("run %s: lost (its worker stopped renewing the lease)", run_id)
             self.store.recover_inboxes()
@@ -221,14 +222,15 @@ class Beat:
                 workers_alive=len(self.store.workers()),
             )
 
+    def _check_epoch(self) -> None:
+        if self.store.claim_epoch() and self._seen_epoch:
+            # Keys we wrote are gone: Redis restarted empty or was flushed. The schedule
+            # itself lives in the jobs folder and in this loop's heap, so it goes on.
+            log.warning("scheduler: Redis lost its data; schedules continue from the jobs folder")
+        self._seen_epoch = True
+
     def _maintain(self) -> None:
         try:
-            if self.store.claim_epoch():
-                if self._seen_epoch:
-                    # Keys we wrote are gone: Redis restarted empty or was flushed. The
-                    # schedule itself lives in the jobs folder and in this loop's heap.
-                    log.warning("scheduler: Redis lost its data; schedules continue from now")
-            self._seen_epoch = True
             self.store.trim(self.specs, self.settings.retention)
         except ConnectionErrors as exc:
             log.warning("scheduler: maintenance skipped, Redis unreachable (%s)", exc)
@@ -239,6 +241,7 @@ def run_policy(spec: JobSpec) -> dict[str, object]:
     return {
         "retries": spec.retries or None,
         "retry_backoff_s": spec.retry_backoff_s if spec.retries else None,
+        "retry_on": ",".join(spec.retry_on) if spec.retries else None,
         "misfire_grace_s": spec.misfire_grace_s,
     }
 

@@ -90,6 +90,7 @@ class JobSpec:
     on_failure: str | tuple[str, ...] | None = field(default=None, repr=False)
     on_late: str | tuple[str, ...] | None = field(default=None, repr=False)
     expected_duration_s: float | None = None
+    retry_on: tuple[str, ...] = ("failed", "timed-out", "lost")
 
     @property
     def kind(self) -> str:

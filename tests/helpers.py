@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
+
+from scheduler.model import Run
+from scheduler.store import Store
 
 T = TypeVar("T")
 
@@ -49,3 +54,30 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def trigger(store: Store, job: str, *, retries: int = 0, timeout_s: float | None = None) -> str:
+    """Queue a manual run of `job` (retried up to `retries` times 0.1 s apart); its id."""
+    run_id = f"{job}@test-{uuid.uuid4().hex[:8]}"
+    store.enqueue(
+        run_id=run_id,
+        job=job,
+        scheduled_for=datetime.now(UTC),
+        queue="default",
+        overlap="allow",
+        trigger="manual",
+        timeout_s=timeout_s,
+        advance_last_fire=False,
+        policy={"retries": retries, "retry_backoff_s": 0.1} if retries else None,
+    )
+    return run_id
+
+
+def final(store: Store, run_id: str, timeout: float = 30.0) -> Run:
+    """Wait for the run's final status."""
+
+    def done() -> Run | None:
+        run = store.get_run(run_id)
+        return run if run.status.final else None
+
+    return wait_for(done, timeout, f"run {run_id} to end")

@@ -9,15 +9,12 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from scheduler.embedded import EmbeddedRedis
-from scheduler.model import Run
 from scheduler.store import Store
-from tests.helpers import wait_for
 
 HERE = Path(__file__).parent
 LEASE = "2s"
@@ -94,27 +91,3 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     finally:
         c.stop_all()
         c.redis.stop()  # the scenario may have replaced the server it started with
-
-
-def trigger(store: Store, job: str, retries: int = 0) -> str:
-    """Queue a manual run of `job`, retried up to `retries` times 0.1 s apart."""
-    run_id = f"{job}@fault-{uuid.uuid4().hex[:8]}"
-    store.enqueue(
-        run_id=run_id,
-        job=job,
-        scheduled_for=datetime.now(UTC),
-        queue="default",
-        overlap="allow",
-        trigger="manual",
-        advance_last_fire=False,
-        policy={"retries": retries, "retry_backoff_s": 0.1},
-    )
-    return run_id
-
-
-def final(store: Store, run_id: str, timeout: float = 30) -> Run:
-    def done() -> Run | None:
-        run = store.get_run(run_id)
-        return run if run.status.final else None
-
-    return wait_for(done, timeout, f"run {run_id} to end")

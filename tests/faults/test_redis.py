@@ -13,7 +13,7 @@ from scheduler.store import Store
 from tests.faults.conftest import Cluster
 from tests.helpers import wait_for
 
-PAUSE_S = 10  # several leases (2 s) and several fires (every 0.5 s)
+PAUSE_S = 30  # many leases (2 s) and many fires (every 0.5 s)
 
 
 def completed_after(store: Store, moment: datetime, n: int) -> bool:
@@ -60,3 +60,21 @@ def test_7_redis_paused_then_killed_and_restarted(cluster: Cluster) -> None:
     assert expected - len(instants) <= 3, f"{expected - len(instants)} fires missing"
     for name in ("s", "w"):
         assert "Traceback" not in cluster.log(name), cluster.log(name)
+
+
+def test_redis_restarted_empty_is_noticed_and_schedules_go_on(cluster: Cluster) -> None:
+    store = cluster.store()
+    cluster.start("s", "jobs_burst", "scheduler")
+    cluster.start("w", "jobs_burst", "worker")
+    wait_for(
+        lambda: completed_after(store, datetime.now().astimezone() - timedelta(hours=1), 3),
+        30,
+        "a few runs",
+    )
+    store.redis.flushall()  # as if Redis had restarted without its data
+    flushed = datetime.now().astimezone()
+    wait_for(lambda: completed_after(store, flushed, 3), 30, "runs after the data loss")
+    wait_for(lambda: "Redis lost its data" in cluster.log("s"), 10, "the scheduler to notice")
+    cluster.stop_all()
+    runs = store.history(job="burst.burst", limit=1000)
+    assert {r.status for r in runs} <= {RunStatus.COMPLETED, RunStatus.QUEUED}

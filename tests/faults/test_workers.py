@@ -11,8 +11,8 @@ from pathlib import Path
 
 from scheduler.model import RunStatus
 from scheduler.store import Store
-from tests.faults.conftest import Cluster, final, trigger
-from tests.helpers import alive, process_group, wait_for
+from tests.faults.conftest import Cluster
+from tests.helpers import alive, final, process_group, trigger, wait_for
 
 LEASE_S = 2.0
 

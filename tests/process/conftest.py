@@ -7,7 +7,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from scheduler.embedded import EmbeddedRedis
 from scheduler.model import Run
 from scheduler.store import Store
-from tests.helpers import wait_for
+from tests.helpers import final, trigger
 
 JOBS = Path(__file__).parent / "jobs"
 GRACE = "0.5s"
@@ -57,32 +56,6 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> str:
     assert proc.stdout is not None
     with proc.stdout:
         return proc.stdout.read().decode(errors="replace")
-
-
-def trigger(store: Store, job: str, timeout_s: float | None = None) -> str:
-    """Queue a manual run of `job` and return its id."""
-    run_id = f"{job}@test-{uuid.uuid4().hex[:8]}"
-    store.enqueue(
-        run_id=run_id,
-        job=job,
-        scheduled_for=datetime.now(UTC),
-        queue="default",
-        overlap="allow",
-        trigger="manual",
-        timeout_s=timeout_s,
-        advance_last_fire=False,
-    )
-    return run_id
-
-
-def final(store: Store, run_id: str, timeout: float = 20.0) -> Run:
-    """Wait for the run's final status."""
-
-    def done() -> Run | None:
-        run = store.get_run(run_id)
-        return run if run.status.final else None
-
-    return wait_for(done, timeout, f"run {run_id} to finish")
 
 
 @pytest.fixture(scope="module")

@@ -128,3 +128,32 @@ def test_catch_up_all_is_capped(store: Store) -> None:
     assert (
         len(store.history(job="often", statuses=[RunStatus.MISSED], limit=20_000)) == 10_000 - 5 + 1
     )
+
+
+def test_a_clock_jumping_back_never_fires_again(store: Store) -> None:
+    now = [datetime(2026, 11, 27, 10, 0, 0, 500_000, tzinfo=UTC)]
+    beat = Beat(
+        store, {"tick": spec(every_s=1.0)}, BeatSettings(max_sleep_s=0.001), clock=lambda: now[0]
+    )
+    beat.start()
+    for _ in range(3):
+        now[0] += timedelta(seconds=1)
+        beat.step()
+    fired = {r.scheduled_for for r in store.history(job="tick", limit=10)}
+    assert len(fired) == 3
+    now[0] -= timedelta(seconds=30)  # NTP steps the clock back
+    restarted = Beat(
+        store, {"tick": spec(every_s=1.0)}, BeatSettings(max_sleep_s=0.001), clock=lambda: now[0]
+    )
+    restarted.start()
+    for _ in range(40):
+        now[0] += timedelta(seconds=1)
+        restarted.step()
+    runs = store.history(job="tick", limit=100)
+    assert len(runs) == len({r.id for r in runs})
+    assert all(r.enqueued_at is not None for r in runs)
+    # Nothing fired while the clock re-lived :33..:03; from :04 on it fires again, once each.
+    instants = sorted(r.scheduled_for for r in runs)
+    assert set(instants) >= fired
+    assert len(instants) == 13
+    assert {b - a for a, b in zip(instants, instants[1:], strict=False)} == {timedelta(seconds=1)}

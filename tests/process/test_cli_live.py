@@ -13,8 +13,7 @@ import pytest
 
 from scheduler.model import RunStatus
 from scheduler.store import Store
-from tests.helpers import wait_for
-from tests.process.conftest import final
+from tests.helpers import final, wait_for
 
 JOBS = Path(__file__).parent / "live_jobs"
 

@@ -13,8 +13,7 @@ import pytest
 
 from scheduler.model import Run, RunStatus
 from scheduler.store import Store
-from tests.helpers import alive, process_group, wait_for
-from tests.process.conftest import final, trigger
+from tests.helpers import alive, final, process_group, trigger, wait_for
 
 RunJob = Callable[..., Run]
 

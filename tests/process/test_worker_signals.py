@@ -12,8 +12,8 @@ import pytest
 from scheduler.embedded import EmbeddedRedis
 from scheduler.model import RunStatus
 from scheduler.store import Store
-from tests.helpers import wait_for
-from tests.process.conftest import final, start_worker, stop_worker, trigger
+from tests.helpers import final, trigger, wait_for
+from tests.process.conftest import start_worker, stop_worker
 
 
 @pytest.fixture()

@@ -203,3 +203,71 @@ def test_an_evicting_redis_is_refused(store: Store) -> None:
     finally:
         store.redis.config_set("maxmemory-policy", "noeviction")
     store.ping()
+
+
+def test_misfire_grace_records_a_late_start_missed(store: Store) -> None:
+    late = datetime.now(UTC) - timedelta(seconds=5)
+    store.enqueue(
+        run_id=run_id_for("j", late),
+        job="j",
+        scheduled_for=late,
+        queue="default",
+        policy={"misfire_grace_s": 1.0},
+    )
+    run_id = store.wait_for_run("w", ["default"], 0.1)
+    assert run_id is not None
+    assert store.claim("w", run_id, 10) is None
+    run = store.get_run(run_id)
+    assert run.status is RunStatus.MISSED
+    assert run.reason is not None and run.reason.startswith("not started within misfire_grace 1.0s")
+    # A manual run has no fire time to be late for.
+    manual = datetime.now(UTC) - timedelta(seconds=5)
+    store.enqueue(
+        run_id="j@manual-1",
+        job="j",
+        scheduled_for=manual,
+        queue="default",
+        trigger="manual",
+        advance_last_fire=False,
+        policy={"misfire_grace_s": 1.0},
+    )
+    assert store.claim("w", store.wait_for_run("w", ["default"], 0.1) or "", 10) is not None
+
+
+def test_retry_plan_follows_the_policy_with_backoff_and_jitter() -> None:
+    from scheduler.store import retry_plan
+
+    fields = {
+        "id": "j@20261127T100000Z",
+        "retries": "2",
+        "retry_backoff_s": "10",
+        "retry_on": "failed,lost",
+    }
+    first = retry_plan({**fields, "attempt": "1"}, RunStatus.FAILED)
+    assert first is not None and first.run_id == "j@20261127T100000Z#2" and first.attempt == 2
+    assert 5_000 <= first.delay_ms <= 10_000
+    second = retry_plan({**fields, "id": "j@20261127T100000Z#2", "attempt": "2"}, RunStatus.LOST)
+    assert second is not None and second.run_id == "j@20261127T100000Z#3"
+    assert 10_000 <= second.delay_ms <= 20_000  # doubled
+    assert retry_plan({**fields, "attempt": "3"}, RunStatus.FAILED) is None  # retries used up
+    assert retry_plan({**fields, "attempt": "1"}, RunStatus.TIMED_OUT) is None  # not in retry_on
+    assert retry_plan({"id": "j@1", "attempt": "1"}, RunStatus.FAILED) is None  # no retries
+
+
+def test_a_failed_run_schedules_its_retry_in_the_same_step(store: Store) -> None:
+    from scheduler.store import Retry
+
+    enqueue(store, policy={"retries": 1, "retry_backoff_s": 0.05})
+    fields = claim(store)
+    assert fields is not None
+    store.finish(
+        "w1", fields["id"], "j", RunStatus.FAILED, 0.1, {}, Retry(f"{fields['id']}#2", 50, 2)
+    )
+    retry = store.get_run(f"{fields['id']}#2")
+    assert (
+        retry.status is RunStatus.QUEUED and retry.attempt == 2 and retry.retry_of == fields["id"]
+    )
+    assert store.get_run(fields["id"]).retry == retry.id
+    assert store.queue_depth("default") == 0  # waits out its backoff in the delayed set
+    wait_for(lambda: store.promote_due(), 5, "the backoff to pass")
+    assert store.wait_for_run("w1", ["default"], 0.1) == retry.id

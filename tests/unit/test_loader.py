@@ -612,3 +612,19 @@ def test_a_lambda_needs_an_explicit_name() -> None:
         "it may only have letters, digits, '.', '_', '-'"
     )
     assert job("*/5 * * * *", name="tidy")(_no_args) is _no_args
+
+
+def test_retry_on_is_validated_where_written(tmp_path: Path) -> None:
+    (tmp_path / "r.py").write_text(
+        "from scheduler import job\n\n"
+        "@job('@daily', retries=1, retry_on=['failed', 'skipped'])\n"
+        "def f() -> None: ...\n"
+        "@job('@daily', retries=1, retry_on='lost', name='ok')\n"
+        "def g() -> None: ...\n"
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_jobs(tmp_path)
+    (problem,) = caught.value.problems
+    assert problem.line == 3
+    assert "invalid retry_on ['failed', 'skipped']: 'skipped' cannot be retried" in str(problem)
+    assert "some of 'failed', 'timed-out', 'lost'" in str(problem)
