@@ -87,9 +87,8 @@ def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Any]:
                     f"no Redis: nothing is running in {cfg.state_dir}/ and no --redis-url / "
                     "SCHED_REDIS_URL was given; start `sched run` first"
                 )
-            # `sched run` is not running: open its data read-write for this one command.
-            server = embedded.EmbeddedRedis(cfg.state_dir).start()
-            url = server.url
+            server = _open_state_dir(cfg.state_dir)
+            url = server.url if server is not None else url
     store = Store(url, cfg.namespace)
     try:
         try:
@@ -101,6 +100,31 @@ def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Any]:
         store.close()
         if server is not None:
             server.stop()
+
+
+def _open_state_dir(state_dir: Path) -> Any:
+    """A server over the state folder's data for one command, or None if `sched run` has it.
+
+    When another process holds the folder (a `sched run` starting up), wait for its server
+    rather than start a second one on the same files.
+    """
+    from scheduler import embedded
+
+    try:
+        return embedded.EmbeddedRedis(state_dir).start(lock_wait_s=0)
+    except embedded.StateDirBusy:
+        url = embedded.socket_url(state_dir)
+        deadline = time.monotonic() + 15
+        while not embedded.is_alive(url):
+            if time.monotonic() > deadline:
+                _fail(
+                    f"{state_dir}/ is locked by another sched process, but its Redis "
+                    "does not answer"
+                )
+            time.sleep(0.05)
+        return None
+    except embedded.EmbeddedRedisError as exc:
+        _fail(str(exc))
 
 
 def _parse_since(value: str | None, option: str = "--since") -> datetime | None:

@@ -7,6 +7,7 @@ on a unix socket inside the state folder and keeps an append-only file there.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -25,6 +26,10 @@ _MAX_SOCKET_PATH = 107
 
 class EmbeddedRedisError(RuntimeError):
     """The private Redis server could not be found, started or reached."""
+
+
+class StateDirBusy(EmbeddedRedisError):
+    """Another sched process owns the state folder's server (it may be starting it now)."""
 
 
 def find_server_binary() -> str:
@@ -63,6 +68,7 @@ class EmbeddedRedis:
     state_dir: Path
     appendonly: bool = True
     process: subprocess.Popen[bytes] | None = None
+    _lock: int | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -72,14 +78,48 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
-    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
-        """Start the server and wait until it answers PING."""
+    def start(self, timeout_s: float = 10.0, lock_wait_s: float = 10.0) -> EmbeddedRedis:
+        """Start the server and wait until it answers PING.
+
+        The state folder is locked while the server runs, so two sched processes never start
+        two servers on one folder (StateDirBusy after `lock_wait_s`).
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
             raise EmbeddedRedisError(
                 f"state folder path too long for a unix socket ({self.socket_path}); "
                 "use a shorter --state-dir"
             )
+        self._take_lock(lock_wait_s)
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _take_lock(self, wait_s: float) -> None:
+        fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StateDirBusy(
+                        f"another sched process is using {self.state_dir}/ "
+                        "(is `sched run` running there?)"
+                    ) from None
+                time.sleep(0.05)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
+
+    def _start(self, timeout_s: float) -> EmbeddedRedis:
         if is_alive(self.url):
             raise EmbeddedRedisError(
                 f"a Redis server already listens on {self.socket_path}: is another "
@@ -136,15 +176,15 @@ class EmbeddedRedis:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server (it flushes its append-only file on SIGTERM) and wait for it."""
         proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        self.socket_path.unlink(missing_ok=True)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self.socket_path.unlink(missing_ok=True)
+        self._release_lock()
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

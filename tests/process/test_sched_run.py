@@ -35,27 +35,16 @@ def statuses(state: Path) -> set[str]:
 def test_sched_run_end_to_end(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scheduler",
-            "--jobs",
-            str(JOBS),
-            "--state-dir",
-            str(state),
-            "run",
-            "--workers",
-            "2",
-            "--grace",
-            "0.3s",
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scheduler", "--jobs", str(JOBS), "--state-dir", str(state)]
+            + ["run", "--workers", "2", "--grace", "0.3s"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wanted = {"completed", "failed", "timed-out"}
         wait_for(lambda: wanted <= statuses(state), 30, f"runs ending {wanted}")
@@ -65,9 +54,7 @@ def test_sched_run_end_to_end(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.stdout is not None
-    with proc.stdout:
-        log = proc.stdout.read()
+    log = log_path.read_text()
     assert "embedded Redis on unix://" in log
     assert "fire quick.ok for" in log
     assert ": completed in" in log and ": timed-out in" in log

@@ -130,6 +130,24 @@ class Servers:
 
         wait_for(up, timeout, f"{name} to answer")
 
+    def listen(
+        self,
+        name: str,
+        build: Callable[[int], tuple[Sequence[str], Callable[[], bool]]],
+        attempts: int = 3,
+    ) -> int:
+        """Start a server on a free port (another one if something took it first)."""
+        for attempt in range(1, attempts + 1):
+            port = free_port()
+            args, ready = build(port)
+            try:
+                self.start(name, args, ready)
+                return port
+            except ServerFailed:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("not reached")
+
     def stop_all(self) -> None:
         for proc in self.procs:
             stop_process(proc)
@@ -180,12 +198,13 @@ def answers(**kwargs: Any) -> Callable[[], bool]:
 
 def start_password_redis(servers: Servers, password: Secret, *extra: str) -> int:
     """The bundled redis-server with `requirepass`; returns its port."""
-    port = free_port()
-    args = redis_args(
-        find_server_binary(), servers.dir, "--port", str(port), "--requirepass", password.raw
-    )
-    servers.start("redis", [*args, *extra], answers(port=port, password=password.raw))
-    return port
+    binary = find_server_binary()
+
+    def build(port: int) -> tuple[list[str], Callable[[], bool]]:
+        args = redis_args(binary, servers.dir, "--port", str(port), "--requirepass", password.raw)
+        return [*args, *extra], answers(port=port, password=password.raw)
+
+    return servers.listen("redis", build)
 
 
 def admin_client(port: int, password: Secret, **kwargs: Any) -> redis.Redis:
@@ -380,10 +399,16 @@ def acl_redis(servers: Servers) -> AclRedis:
 
 def test_acl_user_confined_to_its_namespace_runs_everything(acl_redis: AclRedis, cli: Cli) -> None:
     url, ns = acl_redis.user_url, "team-a"
+    # The user really is confined: CONFIG (which Store.ping tolerates being refused) and
+    # FLUSHALL are refused, and so is any key outside {team-a}:.
+    with redis.Redis.from_url(url) as user:
+        for command in (("CONFIG", "GET", "maxmemory-policy"), ("FLUSHALL",), ("GET", "x")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                user.execute_command(*command)
+        assert user.ping()
+    options = ("--redis-url", url, "--namespace", ns)  # the options; other commands use env
     with (
-        cli.running(
-            "run", "--workers", "1", "--lease", "2s", "--grace", "0.5s", url=url, namespace=ns
-        ) as run,
+        cli.running(*options, "run", "--workers", "1", "--lease", "2s", "--grace", "0.5s") as run,
         open_store(url, ns) as store,
     ):
         wait_for(lambda: len(completed(store, "tick")) >= 3, 20, "three completed ticks")
@@ -531,12 +556,13 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsKit:
         kit = TlsKit(binary, **paths)
         probe = Servers(folder / f"probe-{i}")
         probe.dir.mkdir()
-        port = free_port()
-        args = redis_args(binary, probe.dir, "--port", "0", "--tls-port", str(port))
+
+        def build(port: int, kit: TlsKit = kit) -> tuple[list[str], Callable[[], bool]]:
+            args = redis_args(kit.binary, probe.dir, "--port", "0", "--tls-port", str(port))
+            return args + kit.server_args(), answers(port=port, **kit.client())
+
         try:
-            probe.start(
-                "tls-probe", args + kit.server_args(), answers(port=port, **kit.client()), 5
-            )
+            probe.listen("tls-probe", build, attempts=1)
             return kit
         except (ServerFailed, AssertionError) as exc:
             tried.append(f"{binary}: {str(exc).strip()[-200:]}")
@@ -546,12 +572,12 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsKit:
 
 
 def start_tls_redis(servers: Servers, kit: TlsKit, password: Secret, auth_clients: str) -> int:
-    port = free_port()
-    args = redis_args(kit.binary, servers.dir, "--port", "0", "--tls-port", str(port))
-    args += [*kit.server_args(auth_clients), "--requirepass", password.raw]
-    ready = answers(port=port, password=password.raw, **kit.client(auth_clients == "yes"))
-    servers.start("tls-redis", args, ready)
-    return port
+    def build(port: int) -> tuple[list[str], Callable[[], bool]]:
+        args = redis_args(kit.binary, servers.dir, "--port", "0", "--tls-port", str(port))
+        args += [*kit.server_args(auth_clients), "--requirepass", password.raw]
+        return args, answers(port=port, password=password.raw, **kit.client(auth_clients == "yes"))
+
+    return servers.listen("tls-redis", build)
 
 
 def test_tls_with_the_ca_works_and_without_it_is_refused(
@@ -643,30 +669,40 @@ def start_sentinel_pair(
 ) -> tuple[int, int]:
     """A master with requirepass and one Sentinel monitoring it as `mymaster`; their ports."""
     binary = tls.binary if tls else find_server_binary()
-    master, port = free_port(), free_port()
-    args = redis_args(binary, servers.dir, "--requirepass", master_password.raw)
-    conf = [f"bind {HOST}", f"dir {servers.dir}"]
-    if tls:
-        args += ["--port", "0", "--tls-port", str(master), *tls.server_args()]
-        options = tls.server_args()
-        conf += ["port 0", f"tls-port {port}", "tls-replication yes"]
-        conf += [f"{k[2:]} {v}" for k, v in zip(options[::2], options[1::2], strict=True)]
-    else:
-        args += ["--port", str(master)]
-        conf += [f"port {port}"]
     client_tls = tls.client() if tls else {}
-    servers.start("master", args, answers(port=master, password=master_password.raw, **client_tls))
-    conf += [
-        f"sentinel monitor mymaster {HOST} {master} 1",
-        f"sentinel auth-pass mymaster {master_password.raw}",
-    ]
-    if sentinel_password is not None:
-        conf.append(f"requirepass {sentinel_password.raw}")
-    path = servers.dir / "sentinel.conf"
-    path.write_text("\n".join(conf) + "\n")
-    ready = sentinel_ready(port, sentinel_password, **client_tls)
-    servers.start("sentinel", [binary, str(path), "--sentinel"], ready)
-    return master, port
+    tls_options = tls.server_args() if tls else []
+
+    def build_master(port: int) -> tuple[list[str], Callable[[], bool]]:
+        args = redis_args(binary, servers.dir, "--requirepass", master_password.raw)
+        if tls:
+            args += ["--port", "0", "--tls-port", str(port), *tls_options]
+        else:
+            args += ["--port", str(port)]
+        return args, answers(port=port, password=master_password.raw, **client_tls)
+
+    master = servers.listen("master", build_master)
+
+    def build_sentinel(port: int) -> tuple[list[str], Callable[[], bool]]:
+        conf = [f"bind {HOST}", f"dir {servers.dir}"]
+        if tls:
+            conf += ["port 0", f"tls-port {port}", "tls-replication yes"]
+            pairs = zip(tls_options[::2], tls_options[1::2], strict=True)
+            conf += [f"{option.removeprefix('--')} {value}" for option, value in pairs]
+        else:
+            conf += [f"port {port}"]
+        conf += [
+            f"sentinel monitor mymaster {HOST} {master} 1",
+            f"sentinel auth-pass mymaster {master_password.raw}",
+        ]
+        if sentinel_password is not None:
+            conf.append(f"requirepass {sentinel_password.raw}")
+        path = servers.dir / "sentinel.conf"
+        path.write_text("\n".join(conf) + "\n")
+        return [binary, str(path), "--sentinel"], sentinel_ready(
+            port, sentinel_password, **client_tls
+        )
+
+    return master, servers.listen("sentinel", build_sentinel)
 
 
 def test_sentinel_url_finds_the_master(servers: Servers, cli: Cli) -> None:
