@@ -381,6 +381,7 @@ def list_cmd(cfg: Config, as_json: bool, utc: bool) -> None:
 def _last_and_paused(cfg: Config, specs: dict[str, JobSpec]) -> tuple[dict[str, Run], set[str]]:
     """Last run per job and paused jobs, when a Redis is reachable (list works without)."""
     from scheduler import embedded
+    from scheduler.errors import StoreError
     from scheduler.store import ConnectionErrors, Store
 
     url = cfg.redis_url or embedded.socket_url(cfg.state_dir)
@@ -388,9 +389,12 @@ def _last_and_paused(cfg: Config, specs: dict[str, JobSpec]) -> tuple[dict[str, 
         return {}, set()
     store = Store(url, cfg.namespace)
     try:
+        store.ping()
         return store.last_runs(list(specs)), store.paused_jobs()
+    except StoreError as exc:
+        _fail(str(exc))
     except ConnectionErrors:
-        return {}, set()
+        return {}, set()  # it went away meanwhile: the definitions still list
     finally:
         store.close()
 

@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
-from urllib.parse import urlsplit
+from typing import Any, cast
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 import redis.exceptions
@@ -123,17 +123,23 @@ def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Re
             f"{mask_url(url)}: a Sentinel URL names the monitored master, e.g. "
             "redis+sentinel://sentinel-1:26379,sentinel-2:26379/mymaster"
         )
-    query = dict(item.split("=", 1) for item in parts.query.split("&") if "=" in item)
-    auth = {"username": parts.username, "password": parts.password}
+    query = {k: v for k, v in parse_qsl(parts.query)}
+    password = unquote(parts.password) if parts.password is not None else None
+    username = unquote(parts.username) if parts.username else None
+    tls: dict[str, Any] = {}
+    if parts.scheme.startswith("rediss"):
+        tls = {"ssl": True, **{k: v for k, v in query.items() if k.startswith("ssl_")}}
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         hosts,
         socket_timeout=timeout_s,
         sentinel_kwargs={
             "socket_timeout": timeout_s,
-            "password": query.get("sentinel_password", parts.password),
+            "password": query.get("sentinel_password", password) or None,
+            **tls,
         },
-        ssl=parts.scheme.startswith("rediss"),
+        **tls,
     )
+    auth = {"username": username, "password": password}
     return cast(
         redis.Redis,
         sentinel.master_for(  # type: ignore[no-untyped-call]
@@ -147,12 +153,26 @@ def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Re
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***`, safe to print."""
-    return _PASSWORD.sub(r"\1:***@", url)
+    """The URL with its passwords (userinfo and `...password=` query values) as `***`."""
+    return _QUERY_SECRET.sub(r"\1***", _PASSWORD.sub(r"\1:***@", url))
 
 
-# `//user:password@` (user may be empty); works for several comma-separated hosts too.
-_PASSWORD = re.compile(r"(//[^/@:]*):[^@/]*@")
+def _advice(exc: BaseException) -> str:
+    """What to change for a connection that failed."""
+    if "certificate verify failed" in str(exc):
+        return (
+            "the server's TLS certificate is not trusted: give its CA in the URL, e.g. "
+            "rediss://host:6380/0?ssl_ca_certs=/etc/sched/ca.pem"
+        )
+    return (
+        "start it or set --redis-url / SCHED_REDIS_URL (without either, `sched run` starts its own)"
+    )
+
+
+# `//user:password@` (user may be empty), up to the last `@` before the path, so a password
+# with an unencoded `@` is hidden whole; works for several comma-separated hosts too.
+_PASSWORD = re.compile(r"(//[^/@:]*):[^/]*@")
+_QUERY_SECRET = re.compile(r"([?&][a-z_]*password=)[^&#]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -272,11 +292,19 @@ class Store:
         return mask_url(self.url)
 
     def ping(self) -> None:
-        """Check that Redis answers and keeps what it is given; StoreError says why not."""
+        """Check that Redis answers, lets us use our keys and keeps them; StoreError if not."""
         from scheduler.errors import StoreError
 
         try:
             self.redis.ping()
+            # A harmless read of one of our keys: an ACL user confined to other keys fails here.
+            self.redis.exists(self.keys.epoch)
+        except redis.exceptions.NoPermissionError as exc:
+            raise StoreError(
+                f"Redis at {self.describe()} does not let this user use namespace "
+                f"{self.namespace!r} (keys {self.keys.prefix}*): {exc}; use the namespace the "
+                "user is allowed (--namespace / SCHED_NAMESPACE) or widen its ACL"
+            ) from exc
         except redis.exceptions.AuthenticationError as exc:
             raise StoreError(
                 f"Redis at {self.describe()} refused the credentials: {exc}; "
@@ -284,8 +312,7 @@ class Store:
             ) from exc
         except ConnectionErrors as exc:
             raise StoreError(
-                f"cannot reach Redis at {self.describe()}: {exc}; start it or set "
-                "--redis-url / SCHED_REDIS_URL (without either, `sched run` starts its own)"
+                f"cannot reach Redis at {self.describe()}: {exc}; {_advice(exc)}"
             ) from exc
         policy = self._config_value("maxmemory-policy")
         if policy and policy != "noeviction" and not policy.startswith("volatile"):

@@ -27,6 +27,8 @@ from urllib.parse import quote
 import pytest
 import redis
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from scheduler.embedded import find_server_binary
@@ -36,6 +38,8 @@ from tests.helpers import wait_for
 
 JOBS = Path(__file__).parent / "jobs"
 HOST = "127.0.0.1"
+# Readiness probes ask once: redis-py's default retries back off for seconds.
+PROBE = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5, "retry": Retry(NoBackoff(), 0)}
 
 # The smallest rule set found under which every sched command works, for a user confined to
 # the namespace `team-a`: its keys only, no pub/sub channels, and only the command categories
@@ -185,7 +189,7 @@ def answers(**kwargs: Any) -> Callable[[], bool]:
     """A check that a Redis at 127.0.0.1 answers PING with these client options."""
 
     def check() -> bool:
-        client = redis.Redis(host=HOST, socket_connect_timeout=0.5, socket_timeout=0.5, **kwargs)
+        client = redis.Redis(host=HOST, **PROBE, **kwargs)
         try:
             return bool(client.ping())
         except (redis.exceptions.RedisError, OSError):
@@ -263,7 +267,7 @@ class Cli:
     def running(
         self, *args: str, url: str | None = None, namespace: str | None = None
     ) -> Iterator[Background]:
-        log = self.home / f"{args[-1] if args else 'sched'}-{secrets.token_hex(3)}.log"
+        log = self.home / f"sched-{secrets.token_hex(3)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "scheduler", *args],
@@ -480,12 +484,6 @@ def test_acl_user_is_refused_another_namespace(acl_redis: AclRedis, cli: Cli) ->
     cli.assert_never_printed(acl_redis.admin, acl_redis.user)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: Store.ping() does not check access to the namespace's keys, so NOPERM "
-    "surfaces later as a Python traceback (cli commands) and `sched run` restarts its crashing "
-    "scheduler and workers forever instead of refusing to start",
-)
 def test_namespace_the_user_may_not_touch_is_a_clear_error(acl_redis: AclRedis, cli: Cli) -> None:
     url, masked = acl_redis.user_url, acl_redis.masked_user_url
     for args in (["history"], ["workers"], ["trigger", "quick"], ["pause", "quick"]):
@@ -626,11 +624,6 @@ def test_tls_client_certificate_given_as_url_options(
     cli.assert_never_printed(password)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: Store.ping() reports a TLS verification failure as 'cannot reach Redis"
-    " ...; start it or set --redis-url' instead of naming the TLS options (?ssl_ca_certs=)",
-)
 def test_tls_verification_failure_says_what_to_change(
     servers: Servers, cli: Cli, tls: TlsKit
 ) -> None:
@@ -645,7 +638,7 @@ def test_tls_verification_failure_says_what_to_change(
 
 def sentinel_ready(port: int, password: Secret | None, **tls: Any) -> Callable[[], bool]:
     def check() -> bool:
-        options: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, **tls}
+        options: dict[str, Any] = {**PROBE, **tls}
         if password is not None:
             options["password"] = password.raw
         sentinel = Sentinel([(HOST, port)], sentinel_kwargs=options)  # type: ignore[no-untyped-call]
@@ -754,12 +747,6 @@ def test_sentinel_with_a_password_of_its_own(
     cli.assert_never_printed(master_password, sentinel_password)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: scheduler.store.connect() passes urlsplit()'s still percent-encoded "
-    "username/password (and query values) to Sentinel.master_for, while redis:// URLs are "
-    "decoded by redis-py: a password with @ : / % works in redis:// but not redis+sentinel://",
-)
 def test_sentinel_url_password_is_percent_decoded(servers: Servers, cli: Cli) -> None:
     password = Secret.new("master", special=True)
     master, port = start_sentinel_pair(servers, password)
@@ -769,12 +756,6 @@ def test_sentinel_url_password_is_percent_decoded(servers: Servers, cli: Cli) ->
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: scheduler.store.connect() for rediss+sentinel:// passes only ssl=True "
-    "to the master connections: the Sentinel connections are plain, and TLS query options "
-    "(?ssl_ca_certs=...) are dropped, so a TLS Sentinel with a private CA cannot be used",
-)
 def test_tls_sentinel_with_ca_option(servers: Servers, cli: Cli, tls: TlsKit) -> None:
     password = Secret.new("master")
     _, port = start_sentinel_pair(servers, password, tls=tls)
@@ -802,12 +783,6 @@ def test_sched_run_logs_the_url_with_the_password_masked(servers: Servers, cli: 
     cli.assert_never_printed(password)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: scheduler.store.mask_url() masks only the userinfo password; secrets "
-    "in the query (redis-py's unix://...?password=, sched's ?sentinel_password=) are printed "
-    "as they are in errors and in `sched run`'s 'Redis <url>' log line",
-)
 @pytest.mark.parametrize("form", ["unix-password-query", "sentinel-password-query"])
 def test_secrets_in_the_query_are_masked(servers: Servers, cli: Cli, form: str) -> None:
     master, wrong = Secret.new("master"), Secret.new("wrong")
