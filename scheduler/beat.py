@@ -39,6 +39,9 @@ class BeatSettings:
     retention: Retention = Retention()
 
 
+FULL_TRIM_EVERY = 60  # maintenance passes: every job's history is trimmed twice an hour
+
+
 def now_utc() -> datetime:
     """The current instant, aware, in UTC."""
     return datetime.now(UTC)
@@ -68,6 +71,14 @@ class Beat:
         self.stopping = False
         self.fired = 0
         self._seen_epoch = False
+        # Jobs with new runs since the last retention pass; a full pass now and then covers
+        # manual runs and retries, so idle schedules cost nothing between them.
+        self._to_trim: set[str] = set()
+        # Jobs with an on_late hook: only their pending runs are checked for lateness.
+        self._late_watched = {
+            name for name in self.all_specs if alerter and alerter.hook_for(name, "late")
+        }
+        self._passes = 0
 
     def stop(self, *_: object) -> None:
         """Ask the loop to return after the current step (usable as a signal handler)."""
@@ -140,6 +151,7 @@ class Beat:
         )
         if result.created:
             self.fired += 1
+            self._to_trim.add(spec.name)
             delay_ms = (self.clock() - fire_at).total_seconds() * 1000
             if self.metrics is not None:
                 self.metrics.observe_fire(spec.name, delay_ms / 1000, result.status)
@@ -206,12 +218,14 @@ class Beat:
             # Alert once per run: a failed attempt that will be retried is not final yet.
             if self.alerter is not None and run.retry is None:
                 self.alerter.run_finished(run)
-        if self.alerter is not None:
+        if self.alerter is not None and self._late_watched:
             now = self.clock()
             pending = [RunStatus.QUEUED, RunStatus.RUNNING]
             for run in self.store.history(statuses=pending, limit=1000):
                 spec = self.all_specs.get(run.job)
-                why = is_late(spec, run, now) if spec is not None else None
+                if spec is None or run.job not in self._late_watched:
+                    continue
+                why = is_late(spec, run, now)
                 if why:
                     self.alerter.run_late(run, why)
         if self.metrics is not None:
@@ -231,7 +245,10 @@ class Beat:
 
     def _maintain(self) -> None:
         try:
-            self.store.trim(self.specs, self.settings.retention)
+            full = self._passes % FULL_TRIM_EVERY == 0
+            self._passes += 1
+            jobs, self._to_trim = (self.all_specs if full else self._to_trim), set()
+            self.store.trim(jobs, self.settings.retention)
         except ConnectionErrors as exc:
             log.warning("scheduler: maintenance skipped, Redis unreachable (%s)", exc)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -63,7 +64,9 @@ def scrape(port: int) -> str:
 def test_metrics_and_failure_webhook(redis_url: str, webhook: str, tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
-    env.update(SCHED_REDIS_URL=redis_url, SCHED_ON_FAILURE=webhook, SCHED_LEASE="2s")
+    env.update(
+        SCHED_REDIS_URL=redis_url, SCHED_ON_FAILURE=webhook, SCHED_ON_LATE=webhook, SCHED_LEASE="2s"
+    )
     log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(
         [
@@ -84,8 +87,11 @@ def test_metrics_and_failure_webhook(redis_url: str, webhook: str, tmp_path: Pat
         stderr=subprocess.STDOUT,
     )
     try:
-        body = wait_for(lambda: Receiver.bodies and Receiver.bodies[0], 30, "the webhook")
-        assert body["event"] == "failure"
+
+        def first(event: str) -> dict[str, Any] | None:
+            return next((b for b in Receiver.bodies if b["event"] == event), None)
+
+        body = wait_for(lambda: first("failure"), 30, "the failure webhook")
         assert body["run"]["job"] == "obs.fails" and body["run"]["status"] == "failed"
         assert body["run"]["error"]["message"] == "for the webhook"
 
@@ -96,8 +102,12 @@ def test_metrics_and_failure_webhook(redis_url: str, webhook: str, tmp_path: Pat
 
         text = wait_for(counted, 30, "runs counted in the metrics")
         assert "sched_fire_delay_seconds_count" in text
-        assert "sched_workers_alive 1.0" in text
-        assert all(b["run"]["job"] == "obs.fails" for b in Receiver.bodies)
+        assert re.search(r"^sched_workers_alive [12]\.0$", text, re.M)
+        failures = [b for b in Receiver.bodies if b["event"] == "failure"]
+        assert all(b["run"]["job"] == "obs.fails" for b in failures)
+        late = wait_for(lambda: first("late"), 30, "the late webhook")
+        assert late["run"]["job"] == "obs.lingers" and late["run"]["status"] == "running"
+        assert "past its expected duration" in late["reason"]
     finally:
         proc.terminate()
         proc.wait(20)

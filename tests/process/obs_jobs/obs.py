@@ -9,3 +9,10 @@ def fails() -> None:
 @job(every="1s", timeout="5s", overlap="allow")
 def works() -> None:
     print("fine")
+
+
+@job(every="1s", timeout="10s", expected_duration="0.3s")
+def lingers() -> None:
+    import time
+
+    time.sleep(2)
