@@ -31,6 +31,11 @@ EXIT_TIMEOUT = 124
 EXIT_ORPHAN = 125
 EXIT_EXEC_FAILED = 127
 ERROR_TEXT_LIMIT = 32 * 1024
+# Loaded once in the parent, so a horse does not pay for it after every fork.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_RESETTABLE = tuple(
+    sig for sig in signal.valid_signals() if sig not in (signal.SIGKILL, signal.SIGSTOP)
+)
 
 
 def run(
@@ -65,19 +70,15 @@ def run(
 
 def _detach(parent: int) -> None:
     os.setpgid(0, 0)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The parent may have died before prctl took effect; then nobody would ever kill us.
     if os.getppid() != parent:
         os._exit(EXIT_ORPHAN)
     signal.set_wakeup_fd(-1)  # the parent's wake-up pipe is not ours to write to
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
+    for sig in _RESETTABLE:
+        # Python knows every disposition (None: set outside Python); only change what differs.
+        if signal.getsignal(sig) is not signal.SIG_DFL:
             signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            continue
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 

@@ -35,6 +35,7 @@ from scheduler.worker import (
 
 log = logging.getLogger("sched.run")
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+PR_SET_PDEATHSIG = 1
 # Metrics are served on all interfaces, so a Prometheus elsewhere can scrape them.
 METRICS_ADDR = "0.0.0.0"
 
@@ -172,9 +173,15 @@ class Supervisor:
                 pass
 
     def _spawn(self, name: str, target: Callable[[], int]) -> None:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             os.setpgid(0, 0)
+            # If the supervisor is killed outright, its children stop warmly instead of
+            # running on as orphans.
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != supervisor:
+                os._exit(1)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 1

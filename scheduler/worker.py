@@ -472,20 +472,44 @@ class Worker:
         )
 
     def _deliver_pending(self, final: bool = False) -> None:
-        """Send finished runs' reports; keep them (in order) while Redis is unreachable."""
+        """Send finished runs' reports; keep them (in order) while Redis is unreachable.
+
+        When stopping (`final`), keep trying for one lease; after that the runs are judged
+        lost anyway, and each report still undelivered is written to the log instead.
+        """
         backoff = 0.2
+        give_up_at = time.monotonic() + self.settings.lease_s
         while self._pending:
             report = self._pending[0]
             try:
                 self._deliver(report)
             except ConnectionErrors as exc:
-                if not final or self.cold:
+                if not final:
                     log.warning("run %s: report waits for Redis (%s)", report.run_id, exc)
+                    return
+                if self.cold or time.monotonic() >= give_up_at:
+                    self._abandon(exc)
                     return
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.report_backoff_max_s)
                 continue
             self._pending.pop(0)
+
+    def _abandon(self, exc: BaseException) -> None:
+        for report in self._pending:
+            log.error(
+                "run %s: Redis unreachable (%s); its report is lost to Redis, here it is: %s",
+                report.run_id,
+                exc,
+                json.dumps(
+                    {
+                        "status": str(report.status),
+                        "duration_s": report.duration_s,
+                        **{k: v for k, v in report.fields.items() if k != "output"},
+                    }
+                ),
+            )
+        self._pending.clear()
 
     def _deliver(self, report: _Report) -> None:
         recorded, current = self.store.finish(

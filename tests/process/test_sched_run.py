@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import wait_for
+from scheduler.worker import children_of
+from tests.helpers import alive, wait_for
 
 JOBS = Path(__file__).parent / "e2e_jobs"
 
@@ -52,8 +53,8 @@ def test_sched_run_end_to_end(tmp_path: Path) -> None:
         assert proc.wait(20) == 0
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()
+            proc.wait(30)
     log = log_path.read_text()
     assert "embedded Redis on unix://" in log
     assert "fire quick.ok for" in log
@@ -104,3 +105,31 @@ def test_one_signal_delivered_twice_is_one_warm_shutdown(tmp_path: Path) -> None
             proc.wait()
     shown = json.loads(sched(state, "show", run_id, "--json").stdout)
     assert shown["status"] == "completed", "a warm shutdown lets the run finish"
+
+
+def _descendants_alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if alive(pid)]
+
+
+def test_nothing_outlives_a_killed_supervisor(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler", "--jobs", str(JOBS), "--state-dir", str(state)]
+        + ["run", "--workers", "2", "--lease", "3s"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: len(children_of(proc.pid)) >= 4, 30, "redis, scheduler and 2 workers")
+        family = children_of(proc.pid)
+        wait_for(lambda: statuses(state), 30, "the first runs")
+        proc.kill()  # SIGKILL: no chance to stop anything itself
+        proc.wait()
+        wait_for(lambda: not _descendants_alive(family), 30, "its children to stop")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
