@@ -36,6 +36,18 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 _RESETTABLE = tuple(
     sig for sig in signal.valid_signals() if sig not in (signal.SIGKILL, signal.SIGSTOP)
 )
+_changed: tuple[int, ...] = ()
+
+
+def _nondefault() -> tuple[int, ...]:
+    # Python knows every disposition (None: set outside Python); only change what differs.
+    return tuple(sig for sig in _RESETTABLE if signal.getsignal(sig) is not signal.SIG_DFL)
+
+
+def prepare() -> None:
+    """In the parent, once its handlers are set: note which signals a horse must reset."""
+    global _changed
+    _changed = _nondefault()
 
 
 def run(
@@ -75,10 +87,8 @@ def _detach(parent: int) -> None:
     if os.getppid() != parent:
         os._exit(EXIT_ORPHAN)
     signal.set_wakeup_fd(-1)  # the parent's wake-up pipe is not ours to write to
-    for sig in _RESETTABLE:
-        # Python knows every disposition (None: set outside Python); only change what differs.
-        if signal.getsignal(sig) is not signal.SIG_DFL:
-            signal.signal(sig, signal.SIG_DFL)
+    for sig in _changed or _nondefault():
+        signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger("sched.worker")
 PR_SET_CHILD_SUBREAPER = 36
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
+FIRST_BEAT_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class _Watch:
     report: bytearray = field(default_factory=bytearray)
     # Bytes of output already shown through heartbeats (for `sched logs -f`).
     live_sent: int = 0
+    pid_sent: bool = False
 
 
 class Worker:
@@ -172,6 +174,7 @@ class Worker:
         # Grandchildren that escape the horse's process group are re-parented to us, so
         # they can be found and killed when the run ends.
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        horse.prepare()
         gc.collect()
         gc.freeze()  # Fewer pages touched after fork: the horse's copy-on-write stays cheap.
         log.info("worker %s: serving queues %s", self.id, ", ".join(self.queues))
@@ -308,8 +311,9 @@ class Worker:
         if self._wakeup_r is not None:
             poller.register(self._wakeup_r, select.POLLIN)
         open_fds = {out_r, rep_r}
-        self._renew(run_id, watch, tail, watch.pid)  # also makes the horse's pid visible
-        next_beat = time.monotonic() + self.settings.heartbeat_s
+        # The first heartbeat records the horse's pid; it waits a moment, so that most short
+        # runs finish without that extra round trip (the pid is in their final record).
+        next_beat = time.monotonic() + min(FIRST_BEAT_S, self.settings.heartbeat_s)
         try:
             while True:
                 now = time.monotonic()
@@ -317,7 +321,7 @@ class Worker:
                 # A heartbeat may block for its (short) timeout when Redis stalls; never
                 # start one that could delay the backstop kill.
                 if now >= next_beat and now + self.heartbeat_timeout_s < watch.backstop:
-                    self._renew(run_id, watch, tail)
+                    self._renew(run_id, watch, tail, None if watch.pid_sent else watch.pid)
                     next_beat = now + self.settings.heartbeat_s
                 try:
                     events = poller.poll(self._poll_ms(watch, next_beat))
@@ -394,6 +398,7 @@ class Worker:
             return
         if live is not None:
             watch.live_sent = live[0]
+        watch.pid_sent = True
         if not beat.held:
             log.warning("run %s: this worker no longer holds the run's lease", run_id)
         if beat.kill_requested and watch.killed_for is None:
