@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from scheduler import cron
 from scheduler.alerts import Alerter, is_late
 from scheduler.metrics import Metrics
-from scheduler.model import Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
-from scheduler.store import ConnectionErrors, Retention, Store
+from scheduler.model import Catchup, JobSpec, Overlap, RunStatus, Trigger, iso, run_id_for
+from scheduler.store import ConnectionErrors, Enqueued, Retention, Store
 
 log = logging.getLogger("sched.scheduler")
 
@@ -39,6 +40,8 @@ class BeatSettings:
     retention: Retention = Retention()
 
 
+# Fires due together are enqueued in pipelines of at most this many.
+BATCH = 1000
 FULL_TRIM_EVERY = 60  # maintenance passes: every job's history is trimmed twice an hour
 
 
@@ -113,56 +116,86 @@ class Beat:
             self.step()
 
     def step(self) -> None:
-        """Enqueue the earliest fire if it is due, otherwise sleep towards it."""
+        """Enqueue every fire that is due, otherwise sleep towards the earliest."""
         if not self.heap:
             time.sleep(self.settings.max_sleep_s)
             return
-        fire_at, name = self.heap[0]
-        wait = (fire_at - self.clock()).total_seconds()
+        wait = (self.heap[0][0] - self.clock()).total_seconds()
         if wait > 0:
             time.sleep(min(wait, self.settings.max_sleep_s))
             return
-        spec = self.specs[name]
         now = self.clock()
+        due: list[tuple[datetime, str]] = []
+        while self.heap and self.heap[0][0] <= now and len(due) < BATCH:
+            due.append(heapq.heappop(self.heap))
         try:
-            if -wait > self.settings.late_after_s:
-                # Asleep, stopped or the clock jumped: treat the gap like downtime.
-                self._catch_up(spec, fire_at - timedelta(microseconds=1), now)
-                following = next_fire(spec, now)
-            else:
-                self._fire(spec, fire_at, Trigger.SCHEDULE)
-                following = next_fire(spec, fire_at)
+            following = self._fire_due(due, now)
         except ConnectionErrors as exc:
-            log.warning("scheduler: Redis unreachable (%s); will retry %s", exc, name)
+            for item in due:
+                heapq.heappush(self.heap, item)
+            log.warning("scheduler: Redis unreachable (%s); will retry %d fires", exc, len(due))
             time.sleep(min(1.0, self.settings.max_sleep_s * 2))
             return
-        heapq.heapreplace(self.heap, (following, name))
+        for item in following:
+            heapq.heappush(self.heap, item)
+
+    def _fire_due(
+        self, due: list[tuple[datetime, str]], now: datetime
+    ) -> list[tuple[datetime, str]]:
+        """Enqueue due fires (the plain ones in one pipeline); return each job's next fire."""
+        following = []
+        batch: list[tuple[JobSpec, datetime]] = []
+        for fire_at, name in due:
+            spec = self.specs[name]
+            if (now - fire_at).total_seconds() > self.settings.late_after_s:
+                # Asleep, stopped or the clock jumped: treat the gap like downtime.
+                self._catch_up(spec, fire_at - timedelta(microseconds=1), now)
+                following.append((next_fire(spec, now), name))
+                continue
+            if spec.overlap in (Overlap.SKIP, Overlap.ALLOW):
+                batch.append((spec, fire_at))
+            else:  # queue/replace read the job's active runs first: one at a time
+                self._fire(spec, fire_at, Trigger.SCHEDULE)
+            following.append((next_fire(spec, fire_at), name))
+        if batch:
+            results = self.store.enqueue_many([self._fire_fields(s, f) for s, f in batch])
+            for (spec, fire_at), result in zip(batch, results, strict=True):
+                self._fired(spec, fire_at, result)
+        return following
+
+    def _fire_fields(self, spec: JobSpec, fire_at: datetime) -> dict[str, Any]:
+        return {
+            "run_id": run_id_for(spec.name, fire_at),
+            "job": spec.name,
+            "scheduled_for": fire_at,
+            "queue": spec.queue,
+            "overlap": str(spec.overlap),
+            "trigger": str(Trigger.SCHEDULE),
+            "timeout_s": spec.timeout_s,
+            "policy": run_policy(spec),
+        }
 
     def _fire(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> None:
-        result = self.store.enqueue(
-            run_id=run_id_for(spec.name, fire_at),
-            job=spec.name,
-            scheduled_for=fire_at,
-            queue=spec.queue,
-            overlap=str(spec.overlap),
-            trigger=str(trigger),
-            timeout_s=spec.timeout_s,
-            policy=run_policy(spec),
+        fields = self._fire_fields(spec, fire_at)
+        fields["trigger"] = str(trigger)
+        self._fired(spec, fire_at, self.store.enqueue(**fields))
+
+    def _fired(self, spec: JobSpec, fire_at: datetime, result: Enqueued) -> None:
+        if not result.created:
+            return
+        self.fired += 1
+        self._to_trim.add(spec.name)
+        delay_ms = (self.clock() - fire_at).total_seconds() * 1000
+        if self.metrics is not None:
+            self.metrics.observe_fire(spec.name, delay_ms / 1000, result.status)
+        log.info(
+            "fire %s for %s: run %s %s (+%.1f ms)",
+            spec.name,
+            iso(fire_at),
+            result.run_id,
+            result.status,
+            delay_ms,
         )
-        if result.created:
-            self.fired += 1
-            self._to_trim.add(spec.name)
-            delay_ms = (self.clock() - fire_at).total_seconds() * 1000
-            if self.metrics is not None:
-                self.metrics.observe_fire(spec.name, delay_ms / 1000, result.status)
-            log.info(
-                "fire %s for %s: run %s %s (+%.1f ms)",
-                spec.name,
-                iso(fire_at),
-                result.run_id,
-                result.status,
-                delay_ms,
-            )
 
     def _catch_up(self, spec: JobSpec, after: datetime, now: datetime) -> None:
         """Apply the job's catch-up policy to the fires in (after, now]."""

@@ -380,6 +380,33 @@ class Store:
                 return Enqueued(run_id, bool(reply[0]), str(reply[1]))
         raise RuntimeError(f"the active runs of {job!r} keep changing; enqueue gave up")
 
+    def enqueue_many(self, fires: Sequence[Mapping[str, Any]]) -> list[Enqueued]:
+        """Enqueue several fires with overlap `skip` or `allow` in one pipeline.
+
+        Each mapping holds enqueue()'s keyword arguments; each fire is still its own script
+        call, so each is created at most once and judged on its own.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for fire in fires:
+            assert fire.get("overlap", "skip") in ("skip", "allow"), "queue/replace: enqueue()"
+            fields = {
+                "trigger": fire.get("trigger", "schedule"),
+                "attempt": fire.get("attempt", 1),
+                "queue": fire["queue"],
+                "timeout_s": fire.get("timeout_s"),
+                **(fire.get("policy") or {}),
+            }
+            keys, args = self._enqueue_call(
+                fire["run_id"], fire["job"], fire["scheduled_for"], fire["queue"],
+                fire.get("overlap", "skip"), True, "queue", "", [], fields,
+            )  # fmt: skip
+            self._enqueue(keys=keys, args=args, client=pipe)
+        replies = pipe.execute()
+        return [
+            Enqueued(fire["run_id"], bool(reply[0]), str(reply[1]))
+            for fire, reply in zip(fires, replies, strict=True)
+        ]
+
     def record_missed(
         self,
         job: str,
