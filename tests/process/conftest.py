@@ -54,6 +54,8 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> str:
             proc.kill()
             proc.wait()
     assert proc.stdout is not None
+    if proc.stdout.closed:  # stopped (and read) before
+        return ""
     with proc.stdout:
         return proc.stdout.read().decode(errors="replace")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -24,6 +25,22 @@ def fresh(redis_server: EmbeddedRedis) -> Iterator[tuple[Store, str]]:
     store.close()
 
 
+@pytest.fixture()
+def spawn(
+    fresh: tuple[Store, str], redis_server: EmbeddedRedis
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start a worker (extra CLI arguments allowed); every one is stopped after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str) -> subprocess.Popen[bytes]:
+        started.append(start_worker(redis_server.url, fresh[1], *extra))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        stop_worker(proc)
+
+
 def _running(store: Store, run_id: str) -> bool:
     run = store.get_run(run_id)
     return run.status is RunStatus.RUNNING and run.pid is not None
@@ -31,85 +48,70 @@ def _running(store: Store, run_id: str) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_warm_shutdown_signal_while_waiting(
-    fresh: tuple[Store, str], redis_server: EmbeddedRedis, sig: signal.Signals
+    fresh: tuple[Store, str], spawn: Callable[..., subprocess.Popen[bytes]], sig: signal.Signals
 ) -> None:
-    store, namespace = fresh
-    proc = start_worker(redis_server.url, namespace)
-    try:
-        run_id = trigger(store, "sleeps-a-second")
-        wait_for(lambda: _running(store, run_id), 10, "the run to start")
-        os.kill(proc.pid, sig)
-        run = final(store, run_id)
-        assert run.status is RunStatus.COMPLETED
-        assert (run.output or "").strip() == "slept"
-        assert proc.wait(10) == 0, "the worker should exit after a warm shutdown"
-    finally:
-        output = stop_worker(proc)
-    assert "warm shutdown" in output
+    store, _ = fresh
+    proc = spawn()
+    run_id = trigger(store, "sleeps-a-second")
+    wait_for(lambda: _running(store, run_id), 10, "the run to start")
+    os.kill(proc.pid, sig)
+    run = final(store, run_id)
+    assert run.status is RunStatus.COMPLETED
+    assert (run.output or "").strip() == "slept"
+    assert proc.wait(10) == 0, "the worker should exit after a warm shutdown"
+    assert "warm shutdown" in stop_worker(proc)
 
 
 def test_job_that_terminates_its_own_worker(
-    fresh: tuple[Store, str], redis_server: EmbeddedRedis
+    fresh: tuple[Store, str], spawn: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    store, namespace = fresh
-    proc = start_worker(redis_server.url, namespace)
-    try:
-        run = final(store, trigger(store, "terminates-worker"))
-        assert run.status is RunStatus.COMPLETED
-        assert proc.wait(10) == 0
-    finally:
-        stop_worker(proc)
+    store, _ = fresh
+    proc = spawn()
+    run = final(store, trigger(store, "terminates-worker"))
+    assert run.status is RunStatus.COMPLETED
+    assert proc.wait(10) == 0
 
 
 def test_handler_that_raises_during_wait(
-    fresh: tuple[Store, str], redis_server: EmbeddedRedis
+    fresh: tuple[Store, str], spawn: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     # The jobs module installs a SIGUSR1 handler in the worker that raises RuntimeError.
-    store, namespace = fresh
-    proc = start_worker(redis_server.url, namespace)
-    try:
-        run_id = trigger(store, "sleeps-a-second")
-        wait_for(lambda: _running(store, run_id), 10, "the run to start")
-        for _ in range(3):
-            os.kill(proc.pid, signal.SIGUSR1)
-        run = final(store, run_id)
-        assert run.status is RunStatus.COMPLETED
-        assert proc.poll() is None, "the worker should still be serving"
-    finally:
-        stop_worker(proc)
+    store, _ = fresh
+    proc = spawn()
+    run_id = trigger(store, "sleeps-a-second")
+    wait_for(lambda: _running(store, run_id), 10, "the run to start")
+    for _ in range(3):
+        os.kill(proc.pid, signal.SIGUSR1)
+    run = final(store, run_id)
+    assert run.status is RunStatus.COMPLETED
+    assert proc.poll() is None, "the worker should still be serving"
 
 
 def test_cold_shutdown_kills_and_records(
-    fresh: tuple[Store, str], redis_server: EmbeddedRedis
+    fresh: tuple[Store, str], spawn: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    store, namespace = fresh
-    proc = start_worker(redis_server.url, namespace)
-    try:
-        run_id = trigger(store, "waits")
-        wait_for(lambda: _running(store, run_id), 10, "the run to start")
-        # Two different signals: two of the same kind sent at once may merge into one.
-        os.kill(proc.pid, signal.SIGTERM)
-        os.kill(proc.pid, signal.SIGINT)
-        run = final(store, run_id)
-        assert run.status is RunStatus.KILLED
-        assert run.reason == "shutdown"
-        assert proc.wait(10) == 0
-    finally:
-        stop_worker(proc)
+    store, _ = fresh
+    proc = spawn()
+    run_id = trigger(store, "waits")
+    wait_for(lambda: _running(store, run_id), 10, "the run to start")
+    # Two different signals: two of the same kind sent at once may merge into one.
+    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGINT)
+    run = final(store, run_id)
+    assert run.status is RunStatus.KILLED
+    assert run.reason == "shutdown"
+    assert proc.wait(10) == 0
 
 
 def test_warm_timeout_turns_a_single_sigterm_cold(
-    fresh: tuple[Store, str], redis_server: EmbeddedRedis
+    fresh: tuple[Store, str], spawn: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
-    store, namespace = fresh
-    proc = start_worker(redis_server.url, namespace, "--warm-timeout", "0.5s")
-    try:
-        run_id = trigger(store, "waits")
-        wait_for(lambda: _running(store, run_id), 10, "the run to start")
-        os.kill(proc.pid, signal.SIGTERM)
-        run = final(store, run_id)
-        assert run.status is RunStatus.KILLED and run.reason == "shutdown"
-        assert run.duration_s is not None and run.duration_s < 10
-        assert proc.wait(10) == 0
-    finally:
-        stop_worker(proc)
+    store, _ = fresh
+    proc = spawn("--warm-timeout", "0.5s")
+    run_id = trigger(store, "waits")
+    wait_for(lambda: _running(store, run_id), 10, "the run to start")
+    os.kill(proc.pid, signal.SIGTERM)
+    run = final(store, run_id)
+    assert run.status is RunStatus.KILLED and run.reason == "shutdown"
+    assert run.duration_s is not None and run.duration_s < 10
+    assert proc.wait(10) == 0
