@@ -1,0 +1,4 @@
+"""Side-by-side performance runs of sched and its peers (see benchmarks/README section in README).
+
+Not part of the test suite: `python -m benchmarks.run` runs them all and prints one table.
+"""

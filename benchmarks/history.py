@@ -1,0 +1,264 @@
+"""5. History: query time over 1,000,000 stored runs, and Redis memory per run.
+
+A Lua bulk loader writes run hashes and the four indexes exactly as the store's scripts do
+(`idx:all`, `idx:job:<job>`, `idx:status:<status>`, each scored by `scheduled_for`), with
+key names taken from `scheduler.store.Keys`: 1,000 jobs with 1,000 runs each (the default
+retention), every fifth job per-minute, 90% completed, 5% failed, the rest timed-out,
+killed, skipped or missed, with a short output line and, for failures, a traceback.
+Then `Store.history(...)` is timed in-process and the whole `sched history` call as a child
+process, for `--limit 50`, `--status failed` and `JOB --since 1h`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    Config,
+    Result,
+    child_env,
+    median,
+    progress,
+    redis_server,
+    workdir,
+)
+
+N_JOBS = 1000
+QUERY_JOB = "bench.job0"  # per-minute: 60 runs in the last hour
+LOADER = """
+local run_prefix, all_key, job_prefix, status_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local start, count, now, njobs = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
+  tonumber(ARGV[8])
+local output, err = ARGV[9], ARGV[10]
+local intervals = {60, 300, 900, 3600, 86400}
+local function key_of(id) return run_prefix .. id end
+local function civil(z)  -- days since 1970-01-01 -> y, m, d (H. Hinnant's algorithm)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return y, m, d
+end
+local function stamp(ms)
+  local s = math.floor(ms / 1000)
+  local y, m, d = civil(math.floor(s / 86400))
+  local r = s % 86400
+  return string.format('%04d%02d%02dT%02d%02d%02dZ', y, m, d, math.floor(r / 3600),
+    math.floor(r / 60) % 60, r % 60)
+end
+for i = start, start + count - 1 do
+  local j = i % njobs
+  local every = intervals[(j % #intervals) + 1]
+  local fire = (math.floor(now / 1000 / every) - math.floor(i / njobs)) * every * 1000
+  local job = 'bench.job' .. j
+  local id = job .. '@' .. stamp(fire)
+  local r = (i * 7919) % 1000
+  local dur = 40 + (i * 31) % 900
+  local f = {'id', id, 'job', job, 'scheduled_for', fire, 'enqueued_at', fire + 2,
+    'attempt', 1, 'trigger', 'schedule', 'queue', 'default', 'timeout_s', '60.0'}
+  local function add(...)
+    for _, v in ipairs({...}) do f[#f + 1] = v end
+  end
+  local status = 'completed'
+  if r >= 995 then
+    status = 'missed'
+    add('reason', 'no scheduler was running (catchup=latest)', 'finished_at', fire + 2)
+  elseif r >= 980 then
+    status = 'skipped'
+    add('reason', 'overlap=skip: run ' .. job .. '@x of this job is still running',
+      'finished_at', fire + 2)
+  else
+    add('started_at', fire + 4, 'finished_at', fire + 4 + dur,
+      'duration_s', string.format('%.3f', dur / 1000), 'worker', 'worker-host-1:41234',
+      'pid', 100000 + i % 30000, 'max_rss_kb', 30000 + i % 5000, 'cpu_s', '0.031',
+      'output', output)
+    if r < 900 then
+      add('exit_code', 0, 'result', '{"rows": 42}')
+    elseif r < 950 then
+      status = 'failed'
+      add('exit_code', 1, 'reason', 'raised RuntimeError: upstream answered 503', 'error', err)
+    elseif r < 970 then
+      status = 'timed-out'
+      add('exit_code', 124, 'reason', 'deadline of 1m passed: JobTimeout raised', 'error', err)
+    else
+      status = 'killed'
+      add('signal', 'SIGKILL', 'reason', 'killed by SIGKILL')
+    end
+  end
+  add('status', status)
+  redis.call('HSET', key_of(id), unpack(f))
+  redis.call('ZADD', all_key, fire, id)
+  redis.call('ZADD', job_prefix .. job, fire, id)
+  redis.call('ZADD', status_prefix .. status, fire, id)
+end
+return count
+"""
+OUTPUT = "fetched 42 rows from upstream\nwrote report-2026-11-27.csv (3.1 KiB)\n"
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/jobs/reports.py", line 41, in nightly_report\n'
+    "    rows = fetch(url, timeout=10)\n"
+    '  File "/srv/app/jobs/reports.py", line 17, in fetch\n'
+    '    raise RuntimeError(f"upstream answered {resp.status}")\n'
+    "RuntimeError: upstream answered 503\n"
+)
+
+
+def bulk_load(store: Any, n: int, chunk: int = 20_000) -> None:
+    """Write n run records and their index entries (Lua, `chunk` runs per call)."""
+    k = store.keys
+    error = json.dumps(
+        {"type": "RuntimeError", "message": "upstream answered 503", "traceback": TRACEBACK}
+    )
+    now_ms = int(time.time() * 1000)
+    script = store.redis.register_script(LOADER)
+    prefixes = [k.run(""), k.all_runs, k.by_job(""), k.by_status("")]
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        script(keys=[], args=[*prefixes, start, count, now_ms, N_JOBS, OUTPUT, error])
+
+
+def _time_in_process(store: Any, queries: dict[str, dict[str, Any]], reps: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, kwargs in queries.items():
+        store.history(**kwargs)  # warm-up
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            runs = store.history(**kwargs)
+            times.append(1000 * (time.perf_counter() - t0))
+        out[name] = {"ms": median(times), "all_ms": times, "rows": len(runs)}
+    return out
+
+
+def _time_cli(url: str, queries: dict[str, list[str]], reps: int) -> dict[str, Any]:
+    sched = Path(sys.executable).with_name("sched")
+    base = [str(sched)] if sched.exists() else [sys.executable, "-m", "scheduler"]
+    out: dict[str, Any] = {}
+    for name, extra in queries.items():
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            subprocess.run(
+                [*base, "--redis-url", url, "history", *extra],
+                env=child_env(),
+                stdout=subprocess.DEVNULL,
+                check=True,
+            )
+            times.append(1000 * (time.perf_counter() - t0))
+        out[name] = {"ms": median(times), "all_ms": times}
+    return out
+
+
+def _memory_layout(store: Any, n: int) -> dict[str, Any]:
+    """Where the bytes go: run hashes by status (encoding, MEMORY USAGE) and the indexes."""
+    k = store.keys
+    out: dict[str, Any] = {"hashes": {}}
+    for status in ("completed", "failed", "skipped"):
+        ids = store.redis.zrange(k.by_status(status), 0, 0)
+        if ids:
+            key = k.run(ids[0])
+            out["hashes"][status] = {
+                "encoding": store.redis.object("encoding", key),
+                "bytes": store.redis.memory_usage(key, samples=0),
+                "fields": store.redis.hlen(key),
+            }
+    indexes = [k.all_runs] + [k.by_status(s) for s in ("completed", "failed")]
+    index_bytes = sum(int(store.redis.memory_usage(key, samples=0) or 0) for key in indexes)
+    sizes = sum(int(store.redis.zcard(key)) for key in indexes)
+    out["zset_bytes_per_entry"] = index_bytes / max(sizes, 1)
+    out["hash_max_listpack_value"] = store.redis.config_get("hash-max-*-value")
+    return out
+
+
+def run(cfg: Config) -> Result:
+    from scheduler.model import RunStatus
+    from scheduler.store import Store
+
+    n = cfg.pick(1_000_000, 50_000, 5_000)
+    reps = cfg.pick(7, 3, 1)
+    result = Result("history")
+    since = datetime.now(UTC) - timedelta(hours=1)
+    in_process = {
+        "--limit 50": {"limit": 50},
+        "--status failed": {"statuses": [RunStatus.FAILED], "limit": 50},
+        f"{QUERY_JOB} --since 1h": {"job": QUERY_JOB, "since": since, "limit": 50},
+    }
+    cli = {
+        "--limit 50": ["--limit", "50"],
+        "--status failed": ["--status", "failed"],
+        f"{QUERY_JOB} --since 1h": [QUERY_JOB, "--since", "1h"],
+    }
+    with workdir("hist") as folder, redis_server(folder) as server:
+        store = Store(server.url)
+        before = int(store.redis.info("memory")["used_memory"])
+        progress(f"history: loading {n:,} run records")
+        t0 = time.perf_counter()
+        bulk_load(store, n)
+        load_s = time.perf_counter() - t0
+        used = int(store.redis.info("memory")["used_memory"]) - before
+        stored = int(store.redis.zcard(store.keys.all_runs))
+        progress(f"history: {stored:,} runs stored in {load_s:.1f} s; timing queries")
+        times = _time_in_process(store, in_process, reps)
+        cli_times = _time_cli(server.url, cli, reps)
+        layout = _memory_layout(store, stored)
+        store.close()
+    result.raw = {
+        "runs": stored,
+        "load_s": load_s,
+        "used_memory_bytes": used,
+        "in_process": times,
+        "cli": cli_times,
+        "memory_layout": layout,
+    }
+    _rows(result, stored, used, times, cli_times)
+    return result
+
+
+def _rows(result: Result, n: int, used: int, times: dict[str, Any], cli: dict[str, Any]) -> None:
+    for name, t in times.items():
+        c = cli[name]["ms"]
+        result.add(
+            f"{n:,} runs: `history {name}`, in-process",
+            t["ms"],
+            "ms",
+            comparison=f"{t['rows']} rows; Store.history()",
+            target="< 50 ms",
+            met=t["ms"] < 50,
+        )
+        result.add(
+            f"{n:,} runs: `sched history {name}`, whole CLI call",
+            c,
+            "ms",
+            fmt="{:.0f}",
+            comparison=f"in-process part {t['ms']:.1f} ms",
+            target="< 300 ms",
+            met=c < 300,
+        )
+    layout = result.raw["memory_layout"]
+    hashes = layout["hashes"]
+    done = hashes.get("completed", {})
+    result.add(
+        "Redis memory per stored run",
+        used / max(n, 1),
+        "bytes",
+        fmt="{:.0f}",
+        comparison=(
+            f"{used / 2**20:,.0f} MiB for {n:,} runs; a completed run's hash "
+            f"{done.get('bytes')} B ({done.get('encoding')}), "
+            f"index entry {layout['zset_bytes_per_entry']:.0f} B x 3"
+        ),
+        target="report",
+    )

@@ -1,0 +1,418 @@
+"""1. Throughput: no-op Python jobs through one fork-per-job worker process.
+
+Three contestants per repetition, one after the other on the same redis-server:
+- sched: `scheduler.worker.Worker(...).run(max_runs=N)` in a child process;
+- RQ: its default fork-per-job `Worker(...).work(burst=True)` in a child process;
+- bare: a child padded to the RSS of sched's worker parent that forks, `_exit(0)`s and waits.
+Each child times its own loop (interpreter start-up and imports excluded), counts its Redis
+round trips and commands (also those of forked horses) and reports CPU, RSS and the minor
+page faults of its children (copy-on-write copies after fork, 4 KiB each).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import resource
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    CommandCounter,
+    Config,
+    Profiled,
+    Result,
+    child_main,
+    median,
+    progress,
+    redis_server,
+    rss_kb,
+    run_child,
+    workdir,
+)
+
+MODULE = "benchmarks.throughput"
+JOB = "bench.noop"
+
+
+def _log_like_the_cli() -> None:
+    """INFO lines to stderr, as `sched worker` / `rq worker` log them in production."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+
+
+class _Meter:
+    """Wall time, CPU of this process and of its reaped children, and children's page faults."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.times0 = os.times()
+        self.faults0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+
+    def done(self, n: int) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        t = os.times()
+        faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - self.faults0
+        parent_cpu = (t.user - self.times0.user) + (t.system - self.times0.system)
+        child_cpu = (t.children_user - self.times0.children_user) + (
+            t.children_system - self.times0.children_system
+        )
+        return {
+            "n": n,
+            "wall_s": wall,
+            "per_s": n / wall,
+            "parent_cpu_ms_per_run": parent_cpu * 1000 / n,
+            "horse_cpu_ms_per_run": child_cpu * 1000 / n,
+            "horse_minor_faults_per_run": faults / n,
+            "rss_kb": rss_kb(),
+        }
+
+
+# -- children ----------------------------------------------------------------------------------
+
+
+class _Marks:
+    """Round-trip counter read at the start of every run: per-run deltas, steady state."""
+
+    def __init__(self, wire: Any, cls: type, method: str) -> None:
+        self.wire = wire
+        self.values: list[int] = []
+        original = getattr(cls, method)
+
+        def marked(worker: Any, *args: Any, **kwargs: Any) -> Any:
+            self.values.append(wire.read()[0])
+            return original(worker, *args, **kwargs)
+
+        setattr(cls, method, marked)
+
+    def per_run(self) -> list[int]:
+        return [b - a for a, b in zip(self.values, self.values[1:], strict=False)]
+
+
+def child_ours(args: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.wire import WireCounter
+
+    wire = WireCounter()
+    from benchmarks import tasks
+    from scheduler.model import JobSpec
+    from scheduler.store import Store
+    from scheduler.worker import Worker, WorkerSettings
+
+    _log_like_the_cli()
+    marks = _Marks(wire, Worker, "execute")
+    func = tasks.noop
+    timeline = None
+    if args.get("profile") == "timeline":
+        from benchmarks.timeline import Timeline, stamped_noop
+
+        timeline, func = Timeline(), stamped_noop
+        timeline.install(Store)
+    spec = JobSpec(name=JOB, path=tasks.__file__, line=1, timeout_s=60.0, func=func)
+    store = Store(args["url"])
+    worker = Worker(store, {JOB: spec}, settings=WorkerSettings())
+    profiles: dict[str, Any] = {}
+    horse_dir = _profile_horses(args)
+    with Profiled(args, "worker", profiles):
+        meter = _Meter()
+        worker.run(max_runs=args["n"])
+        out = meter.done(args["n"])
+    trips, commands = wire.read()
+    store.close()
+    if horse_dir is not None:
+        profiles["profile_horse"] = _horse_profile(horse_dir)
+    if timeline is not None:
+        from benchmarks.timeline import describe
+
+        profiles["timeline"] = timeline.summary()
+        profiles["profile_timeline"] = describe(profiles["timeline"])
+    return {**out, **profiles, **_wire_stats(trips, commands, marks)}
+
+
+def _wire_stats(trips: int, commands: int, marks: _Marks) -> dict[str, Any]:
+    per_run = marks.per_run()
+    return {
+        "round_trips": trips,
+        "commands_sent": commands,
+        "round_trips_per_run_median": median(per_run),
+        "round_trips_per_run_max": max(per_run) if per_run else None,
+    }
+
+
+def _profile_horses(args: dict[str, Any]) -> Path | None:
+    """In profile mode, each horse profiles itself and dumps its stats before os._exit."""
+    if args.get("profile") != "horse":
+        return None
+    import cProfile
+
+    from scheduler import horse
+
+    folder = Path(args["workdir"]) / "horse-profiles"
+    folder.mkdir(exist_ok=True)
+    run, exit_ = horse.run, horse._exit
+    profiler = cProfile.Profile()
+
+    def profiled_run(*a: Any, **kw: Any) -> Any:
+        profiler.enable()
+        return run(*a, **kw)
+
+    def profiled_exit(code: int) -> Any:
+        profiler.disable()
+        profiler.dump_stats(str(folder / f"{os.getpid()}.prof"))
+        return exit_(code)
+
+    horse.run, horse._exit = profiled_run, profiled_exit  # type: ignore[assignment]
+    return folder
+
+
+def _horse_profile(folder: Path) -> str:
+    import pstats
+
+    files = sorted(str(p) for p in folder.glob("*.prof"))[:500]
+    if not files:
+        return "(no horse profile was written)"
+    buf = io.StringIO()
+    stats = pstats.Stats(*files, stream=buf)
+    stats.sort_stats("cumulative").print_stats(25)
+    text = buf.getvalue()
+    return f"{len(files)} horses aggregated\n" + text[text.find("   ncalls") :].rstrip()
+
+
+def child_rq(args: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.wire import WireCounter
+
+    wire = WireCounter()
+    import redis
+    from rq import Queue, Worker
+
+    marks = _Marks(wire, Worker, "execute_job")
+    conn = redis.Redis.from_url(args["url"])
+    worker = Worker([Queue("default", connection=conn)], connection=conn)
+    meter = _Meter()
+    worker.work(burst=True, logging_level="INFO")
+    out = meter.done(args["n"])
+    trips, commands = wire.read()
+    return {**out, **_wire_stats(trips, commands, marks)}
+
+
+def child_bare(args: dict[str, Any]) -> dict[str, Any]:
+    """fork -> child os._exit(0) -> waitpid, N times, in a parent padded to `rss_kb`."""
+    pad = max(0, args["rss_kb"] - rss_kb()) * 1024
+    ballast = b"\x01" * pad  # bytes are written, so the pages are resident
+    meter = _Meter()
+    for _ in range(args["n"]):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    out = meter.done(args["n"])
+    out["ballast_bytes"] = len(ballast)
+    return out
+
+
+# -- parent ------------------------------------------------------------------------------------
+
+
+def _enqueue_ours(url: str, n: int) -> None:
+    from scheduler.store import Store
+
+    store = Store(url)
+    now = datetime.now(UTC)
+    for i in range(n):
+        store.enqueue(
+            run_id=f"{JOB}@bench-{i}",
+            job=JOB,
+            scheduled_for=now,
+            queue="default",
+            overlap="allow",
+            trigger="manual",
+            timeout_s=60.0,
+            advance_last_fire=False,
+        )
+    store.close()
+
+
+def _enqueue_rq(url: str, n: int) -> None:
+    import redis
+    from rq import Queue
+
+    conn = redis.Redis.from_url(url)
+    queue = Queue("default", connection=conn)
+    for start in range(0, n, 1000):
+        batch = [
+            Queue.prepare_data("benchmarks.tasks.noop") for _ in range(start, min(n, start + 1000))
+        ]
+        queue.enqueue_many(batch)
+    conn.close()
+
+
+def _measure(
+    kind: str, url: str, n: int, folder: Path, profile: str | None = None
+) -> dict[str, Any]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    if kind == "ours":
+        _enqueue_ours(url, n)
+    elif kind == "rq":
+        _enqueue_rq(url, n)
+    counter = CommandCounter(client)
+    args = {"mode": kind, "url": url, "n": n, "profile": profile, "workdir": str(folder)}
+    out: dict[str, Any] = run_child(MODULE, args, folder)
+    out["server_commands"] = counter.delta()
+    out["server_commands_per_run"] = sum(out["server_commands"].values()) / n
+    out["completed"] = _completed(kind, client)
+    client.close()
+    return out
+
+
+def _completed(kind: str, client: Any) -> int:
+    if kind == "ours":
+        return int(client.zcard("{sched}:idx:status:completed"))
+    return int(client.zcard("rq:finished:default"))
+
+
+def run(cfg: Config) -> Result:
+    n = cfg.pick(2000, 200, 20)
+    reps = cfg.pick(3, 1, 1)
+    result = Result("throughput")
+    samples: dict[str, list[dict[str, Any]]] = {"ours": [], "rq": [], "bare": []}
+    with workdir("tp") as folder, redis_server(folder) as server:
+        for rep in range(reps):
+            progress(f"throughput {rep + 1}/{reps}: sched worker, {n} no-op jobs")
+            ours = _measure("ours", server.url, n, folder)
+            samples["ours"].append(ours)
+            progress(f"throughput {rep + 1}/{reps}: bare fork loop at {ours['rss_kb']} KiB RSS")
+            bare = run_child(MODULE, {"mode": "bare", "n": n, "rss_kb": ours["rss_kb"]}, folder)
+            samples["bare"].append(bare)
+            progress(f"throughput {rep + 1}/{reps}: RQ fork worker, {n} no-op jobs")
+            samples["rq"].append(_measure("rq", server.url, n, folder))
+            rq_rate = samples["rq"][-1]["per_s"]
+            progress(
+                f"throughput: sched {ours['per_s']:.0f}/s, RQ {rq_rate:.0f}/s, "
+                f"bare {bare['per_s']:.0f}/s"
+            )
+        result.raw = {"n": n, "repetitions": reps, "samples": samples}
+        _rows(result, samples)
+        if not cfg.quick and any(row.met is False for row in result.rows):
+            progress("throughput: a target is missed; profiling the worker parent and its horses")
+            for section in ("timeline", "worker", "horse"):
+                prof = _measure("ours", server.url, min(n, 500), folder, profile=section)
+                result.raw[f"profile_{section}"] = prof[f"profile_{section}"]
+                result.raw.setdefault("timeline", prof.get("timeline"))
+    return result
+
+
+def _med(samples: list[dict[str, Any]], key: str) -> float:
+    value = median([s[key] for s in samples])
+    assert value is not None
+    return value
+
+
+def _rows(result: Result, samples: dict[str, list[dict[str, Any]]]) -> None:
+    ours, rq, bare = samples["ours"], samples["rq"], samples["bare"]
+    rate, rq_rate, bare_rate = _med(ours, "per_s"), _med(rq, "per_s"), _med(bare, "per_s")
+    n = ours[0]["n"]
+    result.add(
+        f"{n:,} no-op jobs, 1 worker process",
+        rate,
+        "jobs/s",
+        fmt="{:.0f}",
+        comparison=f"RQ fork worker {rq_rate:.0f}/s; sched = {rate / rq_rate:.1f}x RQ",
+        target=">= 3x RQ",
+        met=rate >= 3 * rq_rate,
+    )
+    result.add(
+        "% of a bare fork-exit-wait loop",
+        100 * rate / bare_rate,
+        "%",
+        fmt="{:.0f}",
+        comparison=f"bare loop {bare_rate:.0f}/s, parent at sched's RSS",
+        target=">= 50% of bare loop",
+        met=rate >= 0.5 * bare_rate,
+    )
+    trips, rq_trips = (
+        _med(ours, "round_trips_per_run_median"),
+        _med(rq, "round_trips_per_run_median"),
+    )
+    amortized, rq_amortized = _per_run(ours, "round_trips"), _per_run(rq, "round_trips")
+    result.add(
+        "Redis round trips per run",
+        trips,
+        "",
+        fmt="{:.0f}",
+        comparison=(
+            f"RQ {rq_trips:.0f}; with start-up and heartbeats: "
+            f"{amortized:.2f} vs {rq_amortized:.2f}"
+        ),
+        target="<= 4",
+        met=trips <= 4.0,
+    )
+    cmds, rq_cmds = _med(ours, "server_commands_per_run"), _med(rq, "server_commands_per_run")
+    sent, rq_sent = _per_run(ours, "commands_sent"), _per_run(rq, "commands_sent")
+    result.add(
+        "Redis commands per run (incl. in Lua)",
+        cmds,
+        "",
+        fmt="{:.1f}",
+        comparison=f"RQ {rq_cmds:.1f}; sent by the client {sent:.1f} vs {rq_sent:.1f}",
+        target="report",
+    )
+    _resource_rows(result, ours, rq, bare)
+
+
+def _per_run(samples: list[dict[str, Any]], key: str) -> float:
+    value = median([s[key] / s["n"] for s in samples])
+    assert value is not None
+    return value
+
+
+def _resource_rows(
+    result: Result,
+    ours: list[dict[str, Any]],
+    rq: list[dict[str, Any]],
+    bare: list[dict[str, Any]],
+) -> None:
+    result.add(
+        "worker parent RSS",
+        _med(ours, "rss_kb") / 1024,
+        "MiB",
+        comparison=f"RQ {_med(rq, 'rss_kb') / 1024:.1f} MiB",
+        target="report",
+    )
+    cpu = _med(ours, "parent_cpu_ms_per_run") + _med(ours, "horse_cpu_ms_per_run")
+    rq_cpu = _med(rq, "parent_cpu_ms_per_run") + _med(rq, "horse_cpu_ms_per_run")
+    bare_cpu = _med(bare, "parent_cpu_ms_per_run") + _med(bare, "horse_cpu_ms_per_run")
+    result.add(
+        "CPU per run, parent + horse",
+        cpu,
+        "ms",
+        fmt="{:.2f}",
+        comparison=(
+            f"RQ {rq_cpu:.2f}; bare loop {bare_cpu:.2f}; sched = "
+            f"{_med(ours, 'parent_cpu_ms_per_run'):.2f} + {_med(ours, 'horse_cpu_ms_per_run'):.2f}"
+        ),
+        target="report",
+    )
+    faults = _med(ours, "horse_minor_faults_per_run")
+    result.add(
+        "horse page faults per run (copy-on-write)",
+        faults,
+        "",
+        fmt="{:.0f}",
+        comparison=(
+            f"RQ {_med(rq, 'horse_minor_faults_per_run'):.0f}; "
+            f"bare loop {_med(bare, 'horse_minor_faults_per_run'):.0f}"
+        ),
+        target="report",
+    )
+
+
+if __name__ == "__main__":
+    child_main({"ours": child_ours, "rq": child_rq, "bare": child_bare})

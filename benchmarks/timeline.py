@@ -1,0 +1,116 @@
+"""Where one run's time goes in sched's worker: a per-run timeline of the parent and its horse.
+
+Used only by the diagnostic run of the throughput benchmark (never by a measured one). The
+store calls, `os.fork` and `os.wait4` are wrapped in the worker process, and the job writes
+`time.monotonic()` at its first line into a shared mapping the parent reads after the run.
+CLOCK_MONOTONIC is one clock for every process on the machine.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.common import median
+
+_FIRST_LINE = mmap.mmap(-1, 8)  # MAP_SHARED: written by the horse, read by the parent
+
+SEGMENTS = (
+    ("blmove", "wait_for_run (BLMOVE round trip)"),
+    ("claim", "claim (CLAIM script round trip)"),
+    ("prepare", "claim -> fork (pipes, /proc scan, flush)"),
+    ("horse_start", "fork -> job's first line (fork + horse set-up)"),
+    ("horse_end", "first line -> horse reaped (report, exit, pidfd wake, drain; pid heartbeat)"),
+    ("after", "reaped -> finish (classify, stray scan, log)"),
+    ("finish", "finish (FINISH script round trip)"),
+    ("loop", "finish -> next wait (loop, maintenance)"),
+)
+
+
+def stamped_noop() -> None:
+    """A no-op job that notes when its first line ran."""
+    struct.pack_into("d", _FIRST_LINE, 0, time.monotonic())
+
+
+class Timeline:
+    """Monotonic timestamps of each run's steps in the worker parent."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        self.events.append((name, time.monotonic()))
+
+    def wrap(self, owner: Any, attr: str, before: str, after: str) -> None:
+        original: Callable[..., Any] = getattr(owner, attr)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            self.mark(before)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if os.getpid() == self.pid:
+                    self.mark(after)
+
+        setattr(owner, attr, wrapped)
+
+    def install(self, store_cls: Any) -> None:
+        self.pid = os.getpid()
+        self.wrap(store_cls, "wait_for_run", "wait0", "wait1")
+        self.wrap(store_cls, "claim", "claim0", "claim1")
+        self.wrap(store_cls, "finish", "finish0", "finish1")
+        self.wrap(os, "fork", "fork", "forked")
+        original_wait4 = os.wait4
+
+        def wait4(pid: int, options: int) -> Any:
+            result = original_wait4(pid, options)
+            self.mark("reaped")
+            self.events.append(("first_line", struct.unpack_from("d", _FIRST_LINE)[0]))
+            return result
+
+        os.wait4 = wait4
+
+    def runs(self) -> list[dict[str, float]]:
+        """One dict of timestamps per complete run (wait0 ... finish1)."""
+        runs: list[dict[str, float]] = []
+        current: dict[str, float] = {}
+        for name, t in self.events:
+            if name == "wait0":
+                if "finish1" in current:
+                    current["next_wait0"] = t
+                    runs.append(current)
+                current = {}
+            current.setdefault(name, t)
+        return runs
+
+    def summary(self) -> dict[str, Any]:
+        """Median milliseconds of each segment, in order, and their sum."""
+        spans = {
+            "blmove": ("wait0", "wait1"),
+            "claim": ("claim0", "claim1"),
+            "prepare": ("claim1", "fork"),
+            "horse_start": ("fork", "first_line"),
+            "horse_end": ("first_line", "reaped"),
+            "after": ("reaped", "finish0"),
+            "finish": ("finish0", "finish1"),
+            "loop": ("finish1", "next_wait0"),
+        }
+        runs = [r for r in self.runs() if all(k in r for pair in spans.values() for k in pair)]
+        out: dict[str, Any] = {"runs": len(runs)}
+        for key, (a, b) in spans.items():
+            out[key] = median([1000 * (r[b] - r[a]) for r in runs])
+        out["total"] = median([1000 * (r["next_wait0"] - r["wait0"]) for r in runs])
+        return out
+
+
+def describe(summary: dict[str, Any]) -> str:
+    lines = [f"median per run over {summary['runs']} runs (ms):"]
+    for key, label in SEGMENTS:
+        value = summary.get(key)
+        lines.append(f"  {value:7.3f}  {label}" if value is not None else f"      n/a  {label}")
+    lines.append(f"  {summary['total']:7.3f}  whole cycle (one run)")
+    return "\n".join(lines)
