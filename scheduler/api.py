@@ -338,6 +338,11 @@ def _checked(
 _VALID: dict[tuple[object, ...], tuple[str | None, float | None, dict[str, Any]]] = {}
 
 
+def forget_validated() -> None:
+    """Drop the memo of validated option sets (the loader calls it after a load)."""
+    _VALID.clear()
+
+
 def _options_key(options: _Options, collector: Collector | None) -> tuple[object, ...] | None:
     """What the option checks depend on, or None when a value cannot be a dict key."""
     fields = [

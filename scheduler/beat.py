@@ -42,7 +42,9 @@ class BeatSettings:
 
 # Fires due together are enqueued in pipelines of at most this many.
 BATCH = 1000
-FULL_TRIM_EVERY = 60  # maintenance passes: every job's history is trimmed twice an hour
+# Jobs trimmed per maintenance pass besides those that fired: a slice of all jobs in turn, so
+# 100,000 schedules never stall the loop (each job comes round within a few hours at most).
+TRIM_SLICE = 1000
 
 
 def now_utc() -> datetime:
@@ -81,7 +83,7 @@ class Beat:
         self._late_watched = {
             name for name in self.all_specs if alerter and alerter.hook_for(name, "late")
         }
-        self._passes = 0
+        self._trim_cursor = 0
 
     def stop(self, *_: object) -> None:
         """Ask the loop to return after the current step (usable as a signal handler)."""
@@ -278,9 +280,11 @@ class Beat:
 
     def _maintain(self) -> None:
         try:
-            full = self._passes % FULL_TRIM_EVERY == 0
-            self._passes += 1
-            jobs, self._to_trim = (self.all_specs if full else self._to_trim), set()
+            names = list(self.all_specs)
+            start = self._trim_cursor % max(len(names), 1)
+            self._trim_cursor = start + TRIM_SLICE
+            jobs = self._to_trim | set(names[start : start + TRIM_SLICE])
+            self._to_trim = set()
             self.store.trim(jobs, self.settings.retention)
         except ConnectionErrors as exc:
             log.warning("scheduler: maintenance skipped, Redis unreachable (%s)", exc)

@@ -19,6 +19,7 @@ from scheduler.api import (
     collecting,
     display_path,
     expected_line,
+    forget_validated,
 )
 from scheduler.api import (
     default_tz as env_default_tz,
@@ -70,6 +71,7 @@ def load_jobs(
     with _importable(root) as prefix, collecting(collector):
         for path in job_files(root):
             _import_file(path, root, prefix, collector)
+    forget_validated()  # the memo speeds up one load; keeping it would only hold memory
     specs = sorted(_unique(collector.specs), key=lambda s: (s.path, s.line))
     # dict.fromkeys: a broken helper imported by several job files is one problem, not many.
     problems = list(dict.fromkeys(collector.problems + _duplicates(specs)))

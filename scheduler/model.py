@@ -65,7 +65,7 @@ class Trigger(StrEnum):
     CATCHUP = "catchup"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """One job as defined in the jobs folder, validated."""
 
@@ -158,7 +158,7 @@ RUN_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Run:
     """One fire of a job (or one manual trigger) and what became of it."""
 
