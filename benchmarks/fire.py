@@ -165,7 +165,7 @@ def _rq(url: str, folder: Path, others: list[Schedule], fires: int) -> list[dict
         _wait(lambda: _rq_fires(fire_log, 0.0), 120, "the first rq cron fire", procs)
         since = time.time() + 0.5
         progress(f"fire: rq cron is up; measuring {fires} fires")
-        rows = _wait(
+        rows: list[dict[str, float]] = _wait(
             lambda: _rq_fires(fire_log, since, fires), fires + 60, f"{fires} rq fires", procs
         )
     finally:

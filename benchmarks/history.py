@@ -191,7 +191,7 @@ def run(cfg: Config) -> Result:
     reps = cfg.pick(7, 3, 1)
     result = Result("history")
     since = datetime.now(UTC) - timedelta(hours=1)
-    in_process = {
+    in_process: dict[str, dict[str, Any]] = {
         "--limit 50": {"limit": 50},
         "--status failed": {"statuses": [RunStatus.FAILED], "limit": 50},
         f"{QUERY_JOB} --since 1h": {"job": QUERY_JOB, "since": since, "limit": 50},

@@ -72,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
         )
     args.names = names
-    if args.md is None:
+    if args.md is None and args.render is not None:
+        args.md = args.render.with_suffix(".md")
+    elif args.md is None:
         full = not args.quick and names == list(BENCHMARKS)
         args.md = HERE / "RESULTS.md" if full else args.out.with_suffix(".md")
     return args

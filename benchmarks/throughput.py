@@ -166,7 +166,7 @@ def _profile_horses(args: dict[str, Any]) -> Path | None:
         profiler.dump_stats(str(folder / f"{os.getpid()}.prof"))
         return exit_(code)
 
-    horse.run, horse._exit = profiled_run, profiled_exit  # type: ignore[assignment]
+    horse.run, horse._exit = profiled_run, profiled_exit
     return folder
 
 

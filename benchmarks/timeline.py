@@ -17,13 +17,15 @@ from typing import Any
 
 from benchmarks.common import median
 
-_FIRST_LINE = mmap.mmap(-1, 8)  # MAP_SHARED: written by the horse, read by the parent
+# MAP_SHARED, written by the horse, read by the parent: [child running after fork, first line]
+_SHARED = mmap.mmap(-1, 16)
 
 SEGMENTS = (
     ("blmove", "wait_for_run (BLMOVE round trip)"),
     ("claim", "claim (CLAIM script round trip)"),
     ("prepare", "claim -> fork (pipes, /proc scan, flush)"),
-    ("horse_start", "fork -> job's first line (fork + horse set-up)"),
+    ("fork", "fork() called -> horse running (kernel fork, scheduling)"),
+    ("setup", "horse running -> job's first line (horse.run set-up)"),
     ("horse_end", "first line -> horse reaped (report, exit, pidfd wake, drain; pid heartbeat)"),
     ("after", "reaped -> finish (classify, stray scan, log)"),
     ("finish", "finish (FINISH script round trip)"),
@@ -33,7 +35,7 @@ SEGMENTS = (
 
 def stamped_noop() -> None:
     """A no-op job that notes when its first line ran."""
-    struct.pack_into("d", _FIRST_LINE, 0, time.monotonic())
+    struct.pack_into("d", _SHARED, 8, time.monotonic())
 
 
 class Timeline:
@@ -63,13 +65,23 @@ class Timeline:
         self.wrap(store_cls, "wait_for_run", "wait0", "wait1")
         self.wrap(store_cls, "claim", "claim0", "claim1")
         self.wrap(store_cls, "finish", "finish0", "finish1")
-        self.wrap(os, "fork", "fork", "forked")
+        original_fork = os.fork
+
+        def fork() -> int:
+            self.mark("fork")
+            pid = original_fork()
+            if pid == 0:
+                struct.pack_into("d", _SHARED, 0, time.monotonic())
+            return pid
+
+        os.fork = fork
         original_wait4 = os.wait4
 
         def wait4(pid: int, options: int) -> Any:
             result = original_wait4(pid, options)
             self.mark("reaped")
-            self.events.append(("first_line", struct.unpack_from("d", _FIRST_LINE)[0]))
+            child, first = struct.unpack_from("dd", _SHARED)
+            self.events += [("child", child), ("first_line", first)]
             return result
 
         os.wait4 = wait4
@@ -93,7 +105,8 @@ class Timeline:
             "blmove": ("wait0", "wait1"),
             "claim": ("claim0", "claim1"),
             "prepare": ("claim1", "fork"),
-            "horse_start": ("fork", "first_line"),
+            "fork": ("fork", "child"),
+            "setup": ("child", "first_line"),
             "horse_end": ("first_line", "reaped"),
             "after": ("reaped", "finish0"),
             "finish": ("finish0", "finish1"),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import mmap
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from redis.connection import AbstractConnection
 
@@ -34,9 +35,9 @@ class WireCounter:
 
     def _install(self) -> None:
         counter = self
-        send_packed = AbstractConnection.send_packed_command
-        send_command = AbstractConnection.send_command
-        pack_commands = AbstractConnection.pack_commands
+        send_packed = cast(Callable[..., Any], AbstractConnection.send_packed_command)
+        send_command = cast(Callable[..., Any], AbstractConnection.send_command)
+        pack_commands = cast(Callable[..., Any], AbstractConnection.pack_commands)
 
         def counted_send_packed(conn: Any, command: Any, check_health: bool = True) -> Any:
             counter._add(1, 0)
@@ -51,6 +52,6 @@ class WireCounter:
             counter._add(0, len(commands))
             return pack_commands(conn, commands)
 
-        AbstractConnection.send_packed_command = counted_send_packed  # type: ignore[method-assign]
-        AbstractConnection.send_command = counted_send_command  # type: ignore[method-assign]
-        AbstractConnection.pack_commands = counted_pack_commands  # type: ignore[method-assign]
+        setattr(AbstractConnection, "send_packed_command", counted_send_packed)  # noqa: B010
+        setattr(AbstractConnection, "send_command", counted_send_command)  # noqa: B010
+        setattr(AbstractConnection, "pack_commands", counted_pack_commands)  # noqa: B010
