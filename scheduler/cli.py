@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from scheduler.model import JobSpec, Run, RunStatus, iso
+from scheduler.model import JobSpec, Run, RunStatus, format_seconds, iso
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -368,14 +368,23 @@ def list_cmd(cfg: Config, as_json: bool, utc: bool) -> None:
                 spec.name + (" (paused)" if row["paused"] else ""),
                 f"{spec.schedule} ({row['description']})",
                 spec.tz,
-                display.human_duration(spec.timeout_s),
+                format_seconds(spec.timeout_s),
                 display.policies(spec),
-                display.when(nxt or None, utc) if nxt else "-",
+                _local_and_utc(nxt, utc) if nxt else "-",
                 last_text,
             ]
         )
     for line in display.table(table):
         click.echo(line)
+
+
+def _local_and_utc(moment: datetime, utc: bool) -> str:
+    """`2026-11-27 12:35:00 CET (11:35:00Z)`: both clocks people look at; UTC only with --utc."""
+    from scheduler import display
+
+    if utc:
+        return display.when(moment, utc=True)
+    return f"{display.when(moment)} ({moment.astimezone(UTC).strftime('%H:%M:%SZ')})"
 
 
 def _last_and_paused(cfg: Config, specs: dict[str, JobSpec]) -> tuple[dict[str, Run], set[str]]:
