@@ -12,7 +12,6 @@ import json
 import math
 import random
 import re
-import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -918,28 +917,9 @@ class Store:
             pipe.zrangebyscore(k.by_job(name), "-inf", math.floor(cutoff))
         replies = cast(list[list[str]], pipe.execute())
         status_keys = [k.by_status(s) for s in STATUSES]
-        dropped = 0
         pipe = self.redis.pipeline(transaction=False)
         for i, name in enumerate(names):
             for run_id in set(replies[2 * i]) | set(replies[2 * i + 1]):
-                pipe.evalsha(
-                    self._drop.sha,
-                    3 + len(status_keys),
-                    k.run(run_id),
-                    k.all_runs,
-                    k.by_job(name),
-                    *status_keys,
-                    run_id,
-                )
-                dropped += 1
-        if dropped:
-            self._drop(keys=[k.run("-"), k.all_runs, k.by_job("-")], args=["-"])  # loads the script
-            dropped = sum(int(x) for x in pipe.execute())
-        return dropped
-
-
-def default_worker_id() -> str:
-    """A worker id unique on this host: `host:pid`."""
-    import os
-
-    return f"{socket.gethostname()}:{os.getpid()}"
+                keys = [k.run(run_id), k.all_runs, k.by_job(name), *status_keys]
+                self._drop(keys=keys, args=[run_id], client=pipe)
+        return sum(int(x) for x in pipe.execute()) if len(pipe) else 0

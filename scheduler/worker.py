@@ -100,7 +100,6 @@ class _Watch:
     """What the wait loop learns about one horse."""
 
     pid: int
-    deadline: float
     backstop: float
     # Why the worker signalled the group: deadline, shutdown, operator or replaced.
     killed_for: str | None = None
@@ -279,9 +278,7 @@ class Worker:
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done by the horse; whoever is first wins the race
         now = time.monotonic()
-        watch = _Watch(
-            pid, deadline=now + timeout_s, backstop=now + timeout_s + self.settings.grace_s
-        )
+        watch = _Watch(pid, backstop=now + timeout_s + self.settings.grace_s)
         tail = OutputTail(self.settings.output_limit)
         log.debug("run %s: horse %d started (timeout %s)", run_id, pid, format_seconds(timeout_s))
         try:
