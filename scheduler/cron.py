@@ -339,14 +339,16 @@ class _Days:
 
 
 class _Schedule:
-    """A parsed expression: sorted seconds, minutes and hours, the matching days, the DST rule."""
+    """A parsed expression: sorted seconds, minutes and hours, the matching days, the DST rule,
+    and the expression as validate() normalises it."""
 
-    __slots__ = ("seconds", "minutes", "hours", "days", "interval")
+    __slots__ = ("seconds", "minutes", "hours", "days", "interval", "text")
 
-    def __init__(self, fields: list[_Field], days: _Days, interval: bool) -> None:
+    def __init__(self, fields: list[_Field], days: _Days, interval: bool, text: str) -> None:
         self.seconds, self.minutes, self.hours = (f.values for f in fields[:3])
         self.days = days
         self.interval = interval
+        self.text = text
 
     def wall_from(self, y: int, m: int, d: int, hour: int, minute: int, second: int) -> _Wall:
         """The first matching wall time at or after the given one (second may be 60)."""
@@ -422,14 +424,14 @@ def _parse(expr: str) -> _Schedule:
         raise CronError(expr, bad.why, expected) from None
     # DESIGN.md: a schedule is interval-like when its minute or hour field starts with '*'.
     interval = texts[1].startswith("*") or texts[2].startswith("*")
-    return _Schedule(fields, days, interval)
+    text = " ".join(expr.split())
+    return _Schedule(fields, days, interval, text.lower() if text.startswith("@") else text)
 
 
 def validate(expr: str) -> str:
     """Check a cron expression (5 fields, 6 seconds-first, or a macro); return it normalised."""
-    _parse(expr)
-    text = " ".join(expr.split())
-    return text.lower() if text.startswith("@") else text
+    # The parsed schedule's own string: one per distinct expression, however many jobs use it.
+    return _parse(expr).text
 
 
 def is_interval(expr: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 
 from scheduler.errors import InvalidOption
 
@@ -46,6 +47,7 @@ def parse_duration(value: str | int | float, *, option: str = "timeout") -> floa
     return seconds
 
 
+@lru_cache(maxsize=1024)  # jobs repeat a few strings ("1m", "30s") many times
 def _parse_text(value: str) -> float:
     text = value.strip().lower()
     if not text:

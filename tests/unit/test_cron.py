@@ -174,6 +174,12 @@ def test_validate_normalises() -> None:
     assert validate("0 0 * * 5#3,L5") == "0 0 * * 5#3,L5"
 
 
+def test_validate_gives_one_string_per_expression() -> None:
+    # 100,000 jobs on a few thousand expressions share their strings instead of copying them.
+    assert validate(" ".join(["0", "3", "*", "*", "*"])) is validate("0 3 * * *")
+    assert validate("@WEEKLY") == validate("@weekly") == "@weekly"
+
+
 def test_interval_or_fixed_follows_the_minute_and_hour_fields() -> None:
     assert cron.is_interval("*/5 * * * *")
     assert cron.is_interval("0 * * * *")

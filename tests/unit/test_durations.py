@@ -144,3 +144,16 @@ def test_unit_sums(days: int, hours: int, minutes: int, seconds: int) -> None:
 @given(st.integers(1, 10 * 86400) | st.sampled_from([0.5, 0.25, 1.5, 59.5]))
 def test_reads_what_format_seconds_writes(seconds: float) -> None:
     assert parse_duration(format_seconds(seconds)) == seconds
+
+
+def test_strings_read_before_are_refused_again_under_each_option() -> None:
+    # Strings are read once and remembered: each refusal must still name its own option.
+    for _ in range(2):
+        assert (
+            str(refusal("-5m", option="every")) == "invalid every '-5m': must be greater than zero"
+        )
+        assert str(refusal("-5m")) == "invalid timeout '-5m': must be greater than zero"
+        assert (
+            refusal("5x", option="misfire_grace").why == "unknown unit 'x' (units: d, h, m, s, ms)"
+        )
+        assert parse_duration("5m", option="every") == parse_duration("5m") == 300.0

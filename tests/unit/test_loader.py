@@ -6,14 +6,17 @@ read as a user in that folder would type them ("bad/cron.py:4").
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from scheduler import command, job, loader
+from scheduler import api, command, job, loader
 from scheduler.api import display_path
 from scheduler.errors import DefinitionError, Problem
 from scheduler.loader import job_files, load_jobs, summarize
@@ -628,3 +631,122 @@ def test_retry_on_is_validated_where_written(tmp_path: Path) -> None:
     assert problem.line == 3
     assert "invalid retry_on ['failed', 'skipped']: 'skipped' cannot be retried" in str(problem)
     assert "some of 'failed', 'timed-out', 'lost'" in str(problem)
+
+
+# ----------------------------------------------------- what one load remembers between jobs
+
+
+def _needs_one(a: int) -> None: ...
+
+
+def _keyword_needed(*, a: int) -> None: ...
+
+
+def _all_defaults(a: int = 1, /, b: int = 2, *args: int, c: int = 3, **kw: int) -> None: ...
+
+
+@functools.wraps(_needs_one)
+def _wraps_needs_one() -> None: ...
+
+
+@functools.wraps(_no_args)
+def _wraps_no_args(a: int) -> None: ...
+
+
+class _Callable:
+    def __call__(self, a: int = 1) -> None: ...
+
+    def method(self, a: int) -> None: ...
+
+
+def _defaults_removed(a: int = 1) -> None: ...
+
+
+_defaults_removed.__defaults__ = None
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        _no_args,
+        _needs_one,
+        _keyword_needed,
+        _all_defaults,
+        _wraps_needs_one,
+        _wraps_no_args,
+        _Callable(),
+        _Callable().method,
+        functools.partial(_needs_one, 1),
+        _defaults_removed,
+        lambda: None,
+        lambda a: None,
+        print,
+    ],
+)
+def test_whether_a_function_needs_arguments_is_what_inspect_says(func: Any) -> None:
+    try:
+        inspect.signature(func).bind()
+    except TypeError:
+        expected = False
+    except ValueError:
+        expected = True
+    else:
+        expected = True
+    collector = api.Collector(root=FIXTURES, tz="UTC", timeout_s=60.0)
+    assert api._callable_without_arguments(func, None) is expected
+    assert api._callable_without_arguments(func, collector) is expected
+    assert api._callable_without_arguments(func, collector) is expected  # remembered
+
+
+def test_functions_with_different_signatures_are_told_apart(tmp_path: Path) -> None:
+    (tmp_path / "sigs.py").write_text(
+        "import functools\n"
+        "from scheduler import job\n\n"
+        "def ok() -> None: ...\n"
+        "def needs(a) -> None: ...\n"
+        "job('@daily', name='a')(ok)\n"
+        "job('@daily', name='b')(needs)\n"
+        "job('@daily', name='c')(ok)\n"
+        "job('@daily', name='d')(functools.partial(needs, 1))\n"
+        "job('@daily', name='e')(functools.wraps(needs)(lambda: None))\n"
+        "needs.__defaults__ = (1,)\n"
+        "job('@daily', name='f')(needs)\n"
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_jobs(tmp_path)
+    assert [(p.line, p.job, p.message) for p in caught.value.problems] == [
+        (7, "b", "needs() needs arguments, but a job is called with none"),
+        (10, "e", "needs() needs arguments, but a job is called with none"),
+    ]
+
+
+def test_options_equal_in_value_but_not_in_type_are_each_checked(tmp_path: Path) -> None:
+    (tmp_path / "types.py").write_text(
+        "from scheduler import job\n\n"
+        "def f() -> None: ...\n"
+        "job('@daily', name='a', retries=1, timeout=60, retry_on=['failed'])(f)\n"
+        "job('@daily', name='b', retries=True, timeout=60, retry_on=['failed'])(f)\n"
+        "job('@daily', name='c', retries=1, timeout=60.0, retry_on=['failed'])(f)\n"
+        "job('@daily', name='d', retries=1, timeout=True, retry_on=['failed'])(f)\n"
+        "job('@daily', name='e', retries=1, timeout=60, retry_on=('failed',))(f)\n"
+        "job('@daily', name='f', retries=1, timeout=60, retry_on=[['failed']])(f)\n"
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_jobs(tmp_path)
+    assert [(p.line, p.job, p.message) for p in caught.value.problems] == [
+        (5, "b", "invalid retries True: not a whole number"),
+        (7, "d", "invalid timeout True: a boolean is not a duration"),
+        (9, "f", "invalid retry_on [['failed']]: ['failed'] cannot be retried"),
+    ]
+
+
+def test_what_one_load_remembers_does_not_reach_the_next(tmp_path: Path) -> None:
+    (tmp_path / "same.py").write_text(
+        "from scheduler import job\n\n@job('30 2 * * *', retries=1)\ndef nightly() -> None: ...\n"
+    )
+    first = load_jobs(tmp_path, default_tz="Europe/Berlin", default_timeout_s=60.0)
+    second = load_jobs(tmp_path, default_tz="Asia/Tokyo", default_timeout_s=90.0)
+    assert (first["same.nightly"].tz, first["same.nightly"].timeout_s) == ("Europe/Berlin", 60.0)
+    assert (second["same.nightly"].tz, second["same.nightly"].timeout_s) == ("Asia/Tokyo", 90.0)
+    # Nothing of the load is held after it: not even the module's line table.
+    assert api._last_table[0] is None
