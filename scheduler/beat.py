@@ -94,12 +94,21 @@ class Beat:
         last = self.store.last_fires()
         now = self.clock()
         self.heap = []
+        # Jobs on one schedule in one zone share their first fire after `now`: with 100,000
+        # generated schedules a third are such repeats, and they share one datetime too.
+        first: dict[tuple[str | None, float | None, str], datetime] = {}
         for name, spec in self.specs.items():
             after = last.get(name)
             if after is not None and after < now:
                 self._catch_up(spec, after, now)
-            start_from = max(after, now) if after is not None else now
-            self.heap.append((next_fire(spec, start_from), name))
+            if after is not None and after > now:
+                self.heap.append((next_fire(spec, after), name))
+                continue
+            key = (spec.cron, spec.every_s, spec.tz)
+            fire = first.get(key)
+            if fire is None:
+                fire = first[key] = next_fire(spec, now)
+            self.heap.append((fire, name))
         heapq.heapify(self.heap)
         log.info("scheduler: %d schedules loaded", len(self.heap))
 

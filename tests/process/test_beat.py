@@ -157,3 +157,34 @@ def test_a_clock_jumping_back_never_fires_again(store: Store) -> None:
     assert set(instants) >= fired
     assert len(instants) == 13
     assert {b - a for a, b in zip(instants, instants[1:], strict=False)} == {timedelta(seconds=1)}
+
+
+def test_first_fires_of_one_schedule_follow_each_zone_and_last_fire(store: Store) -> None:
+    # Jobs on one schedule share the work of their first fire; zones and last fires still count.
+    ahead = NOW + timedelta(hours=30)  # fired before the clock was stepped back
+    store.enqueue(
+        run_id=run_id_for("ahead", ahead),
+        job="ahead",
+        scheduled_for=ahead,
+        queue="default",
+        outcome="missed",
+    )
+    nightly = {"every_s": None, "cron": "30 2 * * *"}
+    jobs = {
+        "utc": spec("utc", **nightly),
+        "utc-too": spec("utc-too", **nightly),
+        "berlin": spec("berlin", tz="Europe/Berlin", **nightly),
+        "tokyo": spec("tokyo", tz="Asia/Tokyo", **nightly),
+        "ahead": spec("ahead", **nightly),
+        "hourly": spec("hourly", every_s=3600.0),
+    }
+    beat = Beat(store, jobs, clock=lambda: NOW)
+    beat.start()
+    assert {name: fire for fire, name in beat.heap} == {
+        "utc": datetime(2026, 11, 28, 2, 30, tzinfo=UTC),
+        "utc-too": datetime(2026, 11, 28, 2, 30, tzinfo=UTC),
+        "berlin": datetime(2026, 11, 28, 1, 30, tzinfo=UTC),
+        "tokyo": datetime(2026, 11, 27, 17, 30, tzinfo=UTC),
+        "ahead": datetime(2026, 11, 29, 2, 30, tzinfo=UTC),
+        "hourly": datetime(2026, 11, 27, 11, 0, tzinfo=UTC),
+    }
