@@ -112,7 +112,7 @@ def child_ours(args: dict[str, Any]) -> dict[str, Any]:
         from benchmarks.timeline import Timeline, stamped_noop
 
         timeline, func = Timeline(), stamped_noop
-        timeline.install(Store)
+        timeline.install(Store, Worker)
     spec = JobSpec(name=JOB, path=tasks.__file__, line=1, timeout_s=60.0, func=func)
     store = Store(args["url"])
     worker = Worker(store, {JOB: spec}, settings=WorkerSettings())

@@ -23,9 +23,10 @@ _SHARED = mmap.mmap(-1, 16)
 SEGMENTS = (
     ("blmove", "wait_for_run (BLMOVE round trip)"),
     ("claim", "claim (CLAIM script round trip)"),
-    ("prepare", "claim -> fork (pipes, /proc scan, flush)"),
-    ("fork", "fork() called -> horse running (kernel fork, scheduling)"),
-    ("setup", "horse running -> job's first line (horse.run set-up)"),
+    ("prepare", "claim -> order written to the ready horse"),
+    ("order", "order sent -> horse has read it"),
+    ("setup", "order read -> job's first line (horse.run set-up)"),
+    ("spawn", "fork of the next run's horse, in the parent (while the job runs)"),
     ("horse_end", "first line -> horse reaped (report, exit, pidfd wake, drain; pid heartbeat)"),
     ("after", "reaped -> finish (classify, stray scan, log)"),
     ("finish", "finish (FINISH script round trip)"),
@@ -60,21 +61,22 @@ class Timeline:
 
         setattr(owner, attr, wrapped)
 
-    def install(self, store_cls: Any) -> None:
+    def install(self, store_cls: Any, worker_cls: Any) -> None:
+        from scheduler import horse
+
         self.pid = os.getpid()
         self.wrap(store_cls, "wait_for_run", "wait0", "wait1")
         self.wrap(store_cls, "claim", "claim0", "claim1")
         self.wrap(store_cls, "finish", "finish0", "finish1")
-        original_fork = os.fork
+        self.wrap(worker_cls, "_start", "order0", "order1")
+        self.wrap(worker_cls, "_spawn", "spawn0", "spawn1")
+        original_run = horse.run
 
-        def fork() -> int:
-            self.mark("fork")
-            pid = original_fork()
-            if pid == 0:
-                struct.pack_into("d", _SHARED, 0, time.monotonic())
-            return pid
+        def run(*args: Any, **kwargs: Any) -> Any:
+            struct.pack_into("d", _SHARED, 0, time.monotonic())  # in the horse: order read
+            return original_run(*args, **kwargs)
 
-        os.fork = fork
+        horse.run = run  # type: ignore[assignment]
         original_wait4 = os.wait4
 
         def wait4(pid: int, options: int) -> Any:
@@ -104,9 +106,10 @@ class Timeline:
         spans = {
             "blmove": ("wait0", "wait1"),
             "claim": ("claim0", "claim1"),
-            "prepare": ("claim1", "fork"),
-            "fork": ("fork", "child"),
+            "prepare": ("claim1", "order0"),
+            "order": ("order0", "child"),
             "setup": ("child", "first_line"),
+            "spawn": ("spawn0", "spawn1"),
             "horse_end": ("first_line", "reaped"),
             "after": ("reaped", "finish0"),
             "finish": ("finish0", "finish1"),

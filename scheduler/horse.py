@@ -1,10 +1,11 @@
 """The work horse: the forked child that executes one run and exits.
 
-It puts itself in its own process group, dies with its parent, resets signal dispositions,
-sends its output to the parent's bounded capture, arms a real-time timer for the deadline and
-runs the function (or execs the program; the timer survives exec). It never touches Redis:
-it reports on a pipe with one JSON line and leaves with `os._exit`, so no atexit handler,
-non-daemon thread or inherited buffer of the parent can hold it up.
+The worker forks it ahead of its run (see `serve`). It puts itself in its own process group,
+dies with its parent, resets signal dispositions and sends its output to the parent's bounded
+capture; then it waits for its run, arms a real-time timer for the deadline and runs the
+function (or execs the program; the timer survives exec). It never touches Redis: it reports
+on a pipe with one JSON line and leaves with `os._exit`, so no atexit handler, non-daemon
+thread or inherited buffer of the parent can hold it up.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -50,22 +52,66 @@ def prepare() -> None:
     _changed = _nondefault()
 
 
+def serve(
+    specs: Mapping[str, JobSpec], order_fd: int, out_fd: int, report_fd: int, parent: int
+) -> NoReturn:
+    """Get ready for a run before there is one, wait for the parent's order, execute it; exit.
+
+    The worker forks the horse of its next run while the current one works, so the fork and
+    this set-up are off the path from claim to the job's first line. The order is one JSON
+    object on `order_fd`: the job's name, its timeout and the run's environment. End of file
+    without an order means the worker no longer needs this horse.
+    """
+    try:
+        _detach(parent)
+        _redirect(out_fd)
+        setproctitle.setproctitle("sched horse (ready)")
+        order = _await_order(order_fd)
+        if order is None:
+            os._exit(EXIT_OK)
+        spec = specs[order["job"]]
+        timeout_s = float(order["timeout_s"])
+        env = {str(k): str(v) for k, v in order["env"].items()}
+    except BaseException as exc:  # noqa: BLE001 - a horse must always exit with a report
+        _report(report_fd, {"outcome": "raised", "error": describe_exception(exc)})
+        _exit(EXIT_FAILED)
+    run(spec, timeout_s, report_fd, env)
+
+
+def order_bytes(job: str, timeout_s: float, env: Mapping[str, str]) -> bytes:
+    """The parent's order to a waiting horse (read by `_await_order`)."""
+    return json.dumps({"job": job, "timeout_s": timeout_s, "env": dict(env)}).encode()
+
+
+def _await_order(order_fd: int) -> dict[str, Any] | None:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(order_fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(order_fd)
+    if not chunks:
+        return None
+    order = json.loads(b"".join(chunks))
+    return order if isinstance(order, dict) else None
+
+
 def run(
     spec: JobSpec,
     timeout_s: float,
-    out_fd: int,
     report_fd: int,
-    parent: int,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> NoReturn:
-    """Execute `spec` in this (freshly forked) process and exit; never returns.
+    """Execute `spec` in this (ready) horse and exit; never returns.
 
     `env` is added to the environment (SCHED_RUN_ID, SCHED_JOB, SCHED_ATTEMPT, ...), so a job
     or program can tell which run and attempt it is.
     """
     try:
-        _detach(parent)
-        _redirect(out_fd)
         setproctitle.setproctitle(f"sched horse {(env or {}).get('SCHED_RUN_ID', spec.name)}")
         # The job gets to know its run, not the worker's Redis credentials.
         os.environ.pop("SCHED_REDIS_URL", None)

@@ -111,6 +111,27 @@ class _Watch:
     pid_sent: bool = False
 
 
+@dataclass
+class _Horse:
+    """A forked horse and the parent's ends of its pipes."""
+
+    pid: int
+    order_w: int
+    out_r: int
+    rep_r: int
+
+    def close_order(self) -> None:
+        """Close the order pipe: the horse's read sees end of file after the order."""
+        if self.order_w >= 0:
+            os.close(self.order_w)
+            self.order_w = -1
+
+    def close(self) -> None:
+        self.close_order()
+        for fd in (self.out_r, self.rep_r):
+            os.close(fd)
+
+
 class Worker:
     """One worker process: runs one job at a time, each in a forked horse."""
 
@@ -136,6 +157,10 @@ class Worker:
         self._warm_since = 0.0
         self._last_signal: tuple[int, float] | None = None
         self.heartbeat_timeout_s = store.heartbeat_timeout_s
+        # The horse of the next run, forked while the current one works (see horse.serve).
+        self._spare: _Horse | None = None
+        # Children this process had before serving (not ours to kill as strays).
+        self._foreign: set[int] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -174,17 +199,22 @@ class Worker:
         # they can be found and killed when the run ends.
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         horse.prepare()
+        self._foreign = set(children_of(os.getpid()))
         gc.collect()
         gc.freeze()  # Fewer pages touched after fork: the horse's copy-on-write stays cheap.
         log.info("worker %s: serving queues %s", self.id, ", ".join(self.queues))
         self._title("idle")
         done = 0
-        while not self.shutdown_requests and (max_runs is None or done < max_runs):
-            try:
-                done += self._serve_one()
-            except ConnectionErrors as exc:
-                log.warning("worker %s: Redis unreachable (%s); retrying", self.id, exc)
-                self._sleep(1.0)
+        try:
+            self._spare = self._spawn()  # ready before the first run is claimed
+            while not self.shutdown_requests and (max_runs is None or done < max_runs):
+                try:
+                    done += self._serve_one()
+                except ConnectionErrors as exc:
+                    log.warning("worker %s: Redis unreachable (%s); retrying", self.id, exc)
+                    self._sleep(1.0)
+        finally:
+            self._dismiss_spare()
         self._deliver_pending(final=True)
         with contextlib.suppress(*ConnectionErrors):
             self.store.unregister_worker(self.id)
@@ -258,8 +288,58 @@ class Worker:
     def _fork_and_watch(
         self, run_id: str, spec: JobSpec, timeout_s: float, env: dict[str, str]
     ) -> Outcome:
+        order = horse.order_bytes(spec.name, timeout_s, env)
+        current = self._start(order)
+        now = time.monotonic()
+        watch = _Watch(current.pid, backstop=now + timeout_s + self.settings.grace_s)
+        tail = OutputTail(self.settings.output_limit)
+        log.debug(
+            "run %s: horse %d started (timeout %s)", run_id, current.pid, format_seconds(timeout_s)
+        )
+        if not self.shutdown_requests:
+            # While this run works (on the other core, when there is one), fork the next
+            # run's horse, so the fork and the horse's set-up are off the next run's path.
+            self._spare = self._spawn(current)
+        try:
+            self._watch(run_id, watch, current.out_r, current.rep_r, tail)
+            self._kill_group(current.pid)
+            self._drain(current.out_r, tail, watch, current.rep_r)
+            status, rusage = self._reap_horse(current.pid)
+        finally:
+            current.close()
+        self._kill_strays()
+        outcome = classify(spec, timeout_s, self.settings.grace_s, status, watch)
+        outcome.fields.update(
+            pid=current.pid,
+            output=tail.text(),
+            output_bytes=tail.total,
+            max_rss_kb=rusage.ru_maxrss,
+            cpu_s=round(rusage.ru_utime + rusage.ru_stime, 3),
+        )
+        return outcome
+
+    def _start(self, order: bytes) -> _Horse:
+        """Hand the order to the ready horse (forking one if there is none) and return it."""
+        for _attempt in range(2):
+            ready, self._spare = self._spare or self._spawn(), None
+            try:
+                _write_all(ready.order_w, order)
+            except BrokenPipeError:
+                # The ready horse is gone (killed from outside): reap it and fork another.
+                ready.close()
+                _reap(ready.pid)
+                continue
+            finally:
+                ready.close_order()
+            return ready
+        # A fresh horse died before reading its order: watch it; its exit status tells why.
+        return ready
+
+    def _spawn(self, running: _Horse | None = None) -> _Horse:
+        """Fork a horse that sets itself up, then waits for its order (horse.serve)."""
         out_r, out_w = os.pipe()
         rep_r, rep_w = os.pipe()
+        order_r, order_w = os.pipe()
         with contextlib.suppress(OSError):
             import fcntl
 
@@ -267,38 +347,27 @@ class Worker:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the horse would print the parent's buffered lines again
         parent = os.getpid()
-        before = set(children_of(parent))
+        inherited = (running.out_r, running.rep_r) if running else ()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the horse; measured by the process tests
-            os.close(out_r)
-            os.close(rep_r)
-            horse.run(spec, timeout_s, out_w, rep_w, parent, env)
+            for fd in (out_r, rep_r, order_w, *inherited):
+                os.close(fd)
+            horse.serve(self.specs, order_r, out_w, rep_w, parent)
         os.close(out_w)
         os.close(rep_w)
+        os.close(order_r)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done by the horse; whoever is first wins the race
-        now = time.monotonic()
-        watch = _Watch(pid, backstop=now + timeout_s + self.settings.grace_s)
-        tail = OutputTail(self.settings.output_limit)
-        log.debug("run %s: horse %d started (timeout %s)", run_id, pid, format_seconds(timeout_s))
-        try:
-            self._watch(run_id, watch, out_r, rep_r, tail)
-            self._kill_group(pid)
-            self._drain(out_r, tail, watch, rep_r)
-            status, rusage = self._reap_horse(pid)
-        finally:
-            os.close(out_r)
-            os.close(rep_r)
-        self._kill_strays(before)
-        outcome = classify(spec, timeout_s, self.settings.grace_s, status, watch)
-        outcome.fields.update(
-            pid=pid,
-            output=tail.text(),
-            output_bytes=tail.total,
-            max_rss_kb=rusage.ru_maxrss,
-            cpu_s=round(rusage.ru_utime + rusage.ru_stime, 3),
-        )
-        return outcome
+        return _Horse(pid, order_w, out_r, rep_r)
+
+    def _dismiss_spare(self) -> None:
+        """End the horse that was waiting for a run that will not come."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        self._kill_group(spare.pid)
+        spare.close()
+        _reap(spare.pid)
 
     def _watch(self, run_id: str, watch: _Watch, out_r: int, rep_r: int, tail: OutputTail) -> None:
         pidfd = os.pidfd_open(watch.pid)
@@ -436,14 +505,14 @@ class Worker:
             except BaseException:  # noqa: BLE001 - a raising handler; the horse is still ours
                 continue
 
-    @staticmethod
-    def _kill_strays(before: set[int]) -> None:
+    def _kill_strays(self) -> None:
         """Kill and reap processes re-parented to this worker during the run.
 
         They descend from the horse but left its process group (setsid); children the
-        worker had before the fork are not touched.
+        worker had before it started serving, and the next run's horse, are not touched.
         """
-        for pid in set(children_of(os.getpid())) - before:
+        keep = self._foreign | ({self._spare.pid} if self._spare else set())
+        for pid in set(children_of(os.getpid())) - keep:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
@@ -684,6 +753,27 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def _reap(pid: int) -> None:
+    """Wait for a horse that never ran (or no longer runs) anything."""
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except InterruptedError:
+            continue
 
 
 def _read(fd: int) -> bytes:

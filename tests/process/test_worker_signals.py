@@ -7,13 +7,15 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from scheduler.embedded import EmbeddedRedis
 from scheduler.model import RunStatus
 from scheduler.store import Store
-from tests.helpers import final, trigger, wait_for
+from scheduler.worker import children_of
+from tests.helpers import alive, final, process_group, trigger, wait_for
 from tests.process.conftest import start_worker, stop_worker
 
 
@@ -115,3 +117,49 @@ def test_warm_timeout_turns_a_single_sigterm_cold(
     assert run.status is RunStatus.KILLED and run.reason == "shutdown"
     assert run.duration_s is not None and run.duration_s < 10
     assert proc.wait(10) == 0
+
+
+def _ready_horse(worker: int) -> int | None:
+    """The worker's horse that waits for the next run, if it has one."""
+    for pid in children_of(worker):
+        if _cmdline(pid) == "sched horse (ready)":
+            return pid
+    return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def test_ready_horse_killed_from_outside_costs_no_run(
+    fresh: tuple[Store, str], spawn: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    # The worker forks each run's horse ahead of time; if that horse is gone when the run is
+    # claimed, the worker forks another and the run is done as usual.
+    store, _ = fresh
+    proc = spawn()
+    ready = wait_for(lambda: _ready_horse(proc.pid), 10, "the worker's ready horse")
+    assert process_group(ready) == [ready], "the ready horse is in a process group of its own"
+    os.kill(ready, signal.SIGKILL)
+    wait_for(lambda: not alive(ready), 5, "the ready horse to die")
+    run = final(store, trigger(store, "returns"))
+    assert run.status is RunStatus.COMPLETED, run.reason
+    assert run.pid != ready
+    next_ready = wait_for(lambda: _ready_horse(proc.pid), 10, "the next ready horse")
+    proc.terminate()
+    assert proc.wait(10) == 0
+    wait_for(lambda: not alive(next_ready), 5, "the ready horse to go with its worker")
+
+
+def test_ready_horse_dies_with_a_killed_worker(
+    fresh: tuple[Store, str], spawn: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    _, _ = fresh
+    proc = spawn()
+    ready = wait_for(lambda: _ready_horse(proc.pid), 10, "the worker's ready horse")
+    proc.kill()
+    proc.wait(10)
+    wait_for(lambda: not alive(ready), 5, "the ready horse to die with its worker")
