@@ -21,7 +21,7 @@ from benchmarks.common import median
 _SHARED = mmap.mmap(-1, 16)
 
 SEGMENTS = (
-    ("blmove", "wait_for_run (BLMOVE round trip)"),
+    ("blmove", "wait_for_run (BLMOVE round trip; only when the last report took no run)"),
     ("claim", "claim (CLAIM script round trip)"),
     ("prepare", "claim -> order written to the ready horse"),
     ("order", "order sent -> horse has read it"),
@@ -29,8 +29,8 @@ SEGMENTS = (
     ("spawn", "fork of the next run's horse, in the parent (while the job runs)"),
     ("horse_end", "first line -> horse reaped (report, exit, pidfd wake, drain; pid heartbeat)"),
     ("after", "reaped -> finish (classify, stray scan, log)"),
-    ("finish", "finish (FINISH script round trip)"),
-    ("loop", "finish -> next wait (loop, maintenance)"),
+    ("finish", "finish (FINISH script, and LMOVE of the next run: one round trip)"),
+    ("loop", "finish -> next claim (loop, maintenance, BLMOVE if it ran)"),
 )
 
 
@@ -68,6 +68,7 @@ class Timeline:
         self.wrap(store_cls, "wait_for_run", "wait0", "wait1")
         self.wrap(store_cls, "claim", "claim0", "claim1")
         self.wrap(store_cls, "finish", "finish0", "finish1")
+        self.wrap(store_cls, "finish_and_take", "finish0", "finish1")
         self.wrap(worker_cls, "_start", "order0", "order1")
         self.wrap(worker_cls, "_spawn", "spawn0", "spawn1")
         original_run = horse.run
@@ -89,15 +90,19 @@ class Timeline:
         os.wait4 = wait4
 
     def runs(self) -> list[dict[str, float]]:
-        """One dict of timestamps per complete run (wait0 ... finish1)."""
+        """One dict of timestamps per complete run (claim0 ... finish1), by its claim."""
         runs: list[dict[str, float]] = []
         current: dict[str, float] = {}
+        waited: dict[str, float] = {}
         for name, t in self.events:
-            if name == "wait0":
+            if name in ("wait0", "wait1"):
+                waited[name] = t
+                continue
+            if name == "claim0":
                 if "finish1" in current:
-                    current["next_wait0"] = t
+                    current["next_claim0"] = t
                     runs.append(current)
-                current = {}
+                current, waited = dict(waited), {}
             current.setdefault(name, t)
         return runs
 
@@ -113,18 +118,24 @@ class Timeline:
             "horse_end": ("first_line", "reaped"),
             "after": ("reaped", "finish0"),
             "finish": ("finish0", "finish1"),
-            "loop": ("finish1", "next_wait0"),
+            "loop": ("finish1", "next_claim0"),
         }
-        runs = [r for r in self.runs() if all(k in r for pair in spans.values() for k in pair)]
+        needed = [k for key, pair in spans.items() if key != "blmove" for k in pair]
+        runs = [r for r in self.runs() if all(k in r for k in needed)]
         out: dict[str, Any] = {"runs": len(runs)}
         for key, (a, b) in spans.items():
-            out[key] = median([1000 * (r[b] - r[a]) for r in runs])
-        out["total"] = median([1000 * (r["next_wait0"] - r["wait0"]) for r in runs])
+            values = [1000 * (r[b] - r[a]) for r in runs if a in r and b in r]
+            out[key] = median(values) if values else None
+        out["waited"] = sum(1 for r in runs if "wait0" in r)
+        out["total"] = median([1000 * (r["next_claim0"] - r["claim0"]) for r in runs])
         return out
 
 
 def describe(summary: dict[str, Any]) -> str:
-    lines = [f"median per run over {summary['runs']} runs (ms):"]
+    lines = [
+        f"median per run over {summary['runs']} runs (ms); "
+        f"{summary.get('waited', 0)} of them waited on the queue (BLMOVE):"
+    ]
     for key, label in SEGMENTS:
         value = summary.get(key)
         lines.append(f"  {value:7.3f}  {label}" if value is not None else f"      n/a  {label}")

@@ -391,7 +391,8 @@ return f[1]
 )
 
 REQUEUE_INBOX = """
--- Put a run that a dead worker moved into its inbox, but never claimed, back in its queue.
+-- Put a run that a worker moved into its inbox but will not claim (the worker died, or gives
+-- it back) at the head of its queue.
 -- KEYS[1] inbox list  KEYS[2] queue list  KEYS[3] run hash
 -- ARGV[1] run id
 local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])

@@ -6,6 +6,7 @@ hash to one Redis Cluster slot and each script's keys are passed in KEYS.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -594,31 +595,86 @@ class Store:
 
         With `retry`, the next attempt is created in the same step, due after its backoff.
         """
+        keys, args = self._finish_call(worker, run_id, job, status, duration_s, fields, retry)
+        reply = self._finish(keys=keys, args=args)
+        return bool(reply[0]), str(reply[1])
+
+    def finish_and_take(
+        self,
+        worker: str,
+        run_id: str,
+        job: str,
+        status: RunStatus,
+        duration_s: float,
+        fields: Mapping[str, object],
+        retry: Retry | None,
+        queue: str,
+    ) -> tuple[bool, str, str | None]:
+        """`finish`, and move the next run id of `queue` into the worker's inbox, in one trip.
+
+        The third value is that id (None when the queue is empty); claim it next, or give it
+        back. The id is moved even when the report is refused.
+        """
+        keys, args = self._finish_call(worker, run_id, job, status, duration_s, fields, retry)
+        pipe = self.redis.pipeline(transaction=False)
+        # EVALSHA by hand: a registered script in a pipeline costs a SCRIPT EXISTS round trip
+        # on every execute. The script is loaded only when Redis says it lacks it.
+        pipe.evalsha(self._finish.sha, len(keys), *keys, *args)
+        pipe.lmove(self.keys.queue(queue), self.keys.inbox(worker), "LEFT", "RIGHT")
+        reply, moved = pipe.execute(raise_on_error=False)
+        taken = moved if isinstance(moved, str) else None
+        try:
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                reply = self._finish(keys=keys, args=args)
+            elif isinstance(reply, Exception):
+                raise reply
+        except BaseException:
+            if taken is not None:
+                with contextlib.suppress(*ConnectionErrors):
+                    self.give_back(worker, taken, queue)
+            raise
+        return bool(reply[0]), str(reply[1]), taken
+
+    def give_back(self, worker: str, run_id: str, queue: str) -> bool:
+        """Return a run id this worker moved into its inbox, unclaimed, to the head of `queue`."""
+        k = self.keys
+        return bool(
+            self._requeue(keys=[k.inbox(worker), k.queue(queue), k.run(run_id)], args=[run_id])
+        )
+
+    def _finish_call(
+        self,
+        worker: str,
+        run_id: str,
+        job: str,
+        status: RunStatus,
+        duration_s: float,
+        fields: Mapping[str, object],
+        retry: Retry | None,
+    ) -> tuple[list[str], list[Any]]:
         k = self.keys
         retry_id = retry.run_id if retry else ""
-        reply = self._finish(
-            keys=[
-                k.run(run_id),
-                k.running,
-                k.active(job),
-                k.by_status(RunStatus.RUNNING),
-                k.by_status(status),
-                k.worker(worker),
-                *self._retry_keys(job, retry_id),
-                k.ended,
-            ],
-            args=[
-                run_id,
-                worker,
-                str(status),
-                int(duration_s * 1000),
-                retry_id,
-                retry.delay_ms if retry else 0,
-                retry.attempt if retry else 0,
-                *_pairs(fields),
-            ],
-        )
-        return bool(reply[0]), str(reply[1])
+        keys = [
+            k.run(run_id),
+            k.running,
+            k.active(job),
+            k.by_status(RunStatus.RUNNING),
+            k.by_status(status),
+            k.worker(worker),
+            *self._retry_keys(job, retry_id),
+            k.ended,
+        ]
+        args: list[Any] = [
+            run_id,
+            worker,
+            str(status),
+            int(duration_s * 1000),
+            retry_id,
+            retry.delay_ms if retry else 0,
+            retry.attempt if retry else 0,
+            *_pairs(fields),
+        ]
+        return keys, args
 
     def _retry_keys(self, job: str, retry_id: str) -> list[str]:
         k = self.keys

@@ -161,6 +161,10 @@ class Worker:
         self._spare: _Horse | None = None
         # Children this process had before serving (not ours to kill as strays).
         self._foreign: set[int] = set()
+        # The next run id, moved into the inbox together with the last report (one round
+        # trip for both); `_may_take` says whether the loop will run another one.
+        self._next: str | None = None
+        self._may_take = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -208,6 +212,7 @@ class Worker:
         try:
             self._spare = self._spawn()  # ready before the first run is claimed
             while not self.shutdown_requests and (max_runs is None or done < max_runs):
+                self._may_take = len(self.queues) == 1 and (max_runs is None or done + 1 < max_runs)
                 try:
                     done += self._serve_one()
                 except ConnectionErrors as exc:
@@ -215,7 +220,9 @@ class Worker:
                     self._sleep(1.0)
         finally:
             self._dismiss_spare()
+        self._may_take = False
         self._deliver_pending(final=True)
+        self._give_back()
         with contextlib.suppress(*ConnectionErrors):
             self.store.unregister_worker(self.id)
         log.info("worker %s: stopped", self.id)
@@ -224,7 +231,9 @@ class Worker:
     def _serve_one(self) -> int:
         self._deliver_pending()
         self._maintain()
-        run_id = self.store.wait_for_run(self.id, self.queues, self.settings.idle_wait_s)
+        run_id, self._next = self._next, None
+        if run_id is None:
+            run_id = self.store.wait_for_run(self.id, self.queues, self.settings.idle_wait_s)
         if run_id is None:
             return 0
         fields = self.store.claim(self.id, run_id, self.settings.lease_s)
@@ -582,8 +591,19 @@ class Worker:
             )
         self._pending.clear()
 
+    def _give_back(self) -> None:
+        """Return a run id taken with the last report but not claimed (the worker stops)."""
+        run_id, self._next = self._next, None
+        if run_id is None:
+            return
+        try:
+            self.store.give_back(self.id, run_id, self.queues[0])
+        except ConnectionErrors as exc:
+            # It stays in this worker's inbox, where the reaper finds it once we are gone.
+            log.warning("run %s: cannot give it back to its queue yet (%s)", run_id, exc)
+
     def _deliver(self, report: _Report) -> None:
-        recorded, current = self.store.finish(
+        args = (
             self.id,
             report.run_id,
             report.claimed["job"],
@@ -592,6 +612,10 @@ class Worker:
             report.fields,
             report.retry,
         )
+        if self._may_take and not self.shutdown_requests and len(self._pending) == 1:
+            recorded, current, self._next = self.store.finish_and_take(*args, self.queues[0])
+        else:
+            recorded, current = self.store.finish(*args)
         if recorded:
             return
         if current == "":

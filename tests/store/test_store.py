@@ -118,6 +118,46 @@ def test_dead_workers_inbox_is_requeued(store: Store) -> None:
     assert store.claim("w2", store.wait_for_run("w2", ["default"], 0.1) or "", 5) is not None
 
 
+def test_finish_and_take_records_the_run_and_takes_the_next_in_one_step(store: Store) -> None:
+    for minute in range(2):
+        enqueue(store, at=T0 + timedelta(minutes=minute), overlap="allow")
+    first = claim(store)
+    assert first is not None
+    ok, status, taken = store.finish_and_take(
+        "w1", first["id"], "j", RunStatus.COMPLETED, 0.1, {"exit_code": 0}, None, "default"
+    )
+    assert (ok, status) == (True, "completed")
+    assert store.get_run(first["id"]).status is RunStatus.COMPLETED
+    assert taken == run_id_for("j", T0 + timedelta(minutes=1))
+    assert store.queue_depth("default") == 0
+    second = store.claim("w1", taken, 10)
+    assert second is not None and second["status"] == "running"
+    # An empty queue: the report is recorded and nothing is taken. Redis lost its scripts
+    # (restarted, SCRIPT FLUSH) in between: the report still goes through.
+    store.redis.script_flush()
+    ok, status, taken = store.finish_and_take(
+        "w1", second["id"], "j", RunStatus.FAILED, 0.1, {"exit_code": 1}, None, "default"
+    )
+    assert (ok, status, taken) == (True, "failed", None)
+
+
+def test_a_taken_run_given_back_goes_to_the_head_of_its_queue(store: Store) -> None:
+    for minute in range(3):
+        enqueue(store, at=T0 + timedelta(minutes=minute), overlap="allow")
+    first = claim(store)
+    assert first is not None
+    _, _, taken = store.finish_and_take(
+        "w1", first["id"], "j", RunStatus.COMPLETED, 0.1, {}, None, "default"
+    )
+    assert taken == run_id_for("j", T0 + timedelta(minutes=1))
+    assert store.queue_depth("default") == 1
+    assert store.give_back("w1", taken, "default")
+    assert store.queue_depth("default") == 2
+    # First out again, ahead of the fire queued after it; never twice.
+    assert store.wait_for_run("w2", ["default"], 0.1) == taken
+    assert not store.give_back("w1", taken, "default")
+
+
 def test_refuse_fails_a_queued_run(store: Store) -> None:
     enqueue(store)
     run_id = store.wait_for_run("w1", ["default"], 0.1)
