@@ -188,3 +188,21 @@ def test_first_fires_of_one_schedule_follow_each_zone_and_last_fire(store: Store
         "ahead": datetime(2026, 11, 29, 2, 30, tzinfo=UTC),
         "hourly": datetime(2026, 11, 27, 11, 0, tzinfo=UTC),
     }
+
+
+def test_housekeeping_waits_for_a_gap_between_fires(store: Store) -> None:
+    # Reaping and retention take tens of ms with many jobs: they must never run just before
+    # a fire and delay it.
+    gaps: list[float] = []
+
+    class Recording(Beat):
+        def _maintain(self) -> None:
+            gaps.append((self.heap[0][0] - self.clock()).total_seconds())
+            super()._maintain()
+
+    settings = BeatSettings(max_sleep_s=0.05, maintenance_every_s=0.01, reap_every_s=2.0)
+    beat = Recording(store, {"tick": spec(every_s=1.0)}, settings)
+    with running(beat):
+        wait_for(lambda: len(store.history(job="tick", limit=10)) >= 3, 10, "3 fires")
+    assert len(gaps) >= 10
+    assert min(gaps) > 0.25, f"housekeeping ran {min(gaps):.3f} s before a fire"
