@@ -14,13 +14,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from scheduler import cron
 from scheduler.alerts import Alerter, is_late
 from scheduler.metrics import Metrics
-from scheduler.model import Catchup, JobSpec, Overlap, RunStatus, Trigger, iso, run_id_for
-from scheduler.store import ConnectionErrors, Enqueued, Retention, Store
+from scheduler.model import Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
+from scheduler.store import ConnectionErrors, Enqueued, Fire, Retention, Store, fire_settings
 
 log = logging.getLogger("sched.scheduler")
 
@@ -40,7 +39,7 @@ class BeatSettings:
     retention: Retention = Retention()
 
 
-# Fires due together are enqueued in pipelines of at most this many.
+# Fires due together are enqueued in store calls of at most this many.
 BATCH = 1000
 # Jobs trimmed per maintenance pass besides those that fired: a slice of all jobs in turn, so
 # 100,000 schedules never stall the loop (each job comes round within a few hours at most).
@@ -144,7 +143,7 @@ class Beat:
     def _fire_due(
         self, due: list[tuple[datetime, str]], now: datetime
     ) -> list[tuple[datetime, str]]:
-        """Enqueue due fires (the plain ones in one pipeline); return each job's next fire."""
+        """Enqueue due fires in one store call; return each job's next fire."""
         following = []
         batch: list[tuple[JobSpec, datetime]] = []
         for fire_at, name in due:
@@ -154,33 +153,28 @@ class Beat:
                 self._catch_up(spec, fire_at - timedelta(microseconds=1), now)
                 following.append((next_fire(spec, now), name))
                 continue
-            if spec.overlap in (Overlap.SKIP, Overlap.ALLOW):
-                batch.append((spec, fire_at))
-            else:  # queue/replace read the job's active runs first: one at a time
-                self._fire(spec, fire_at, Trigger.SCHEDULE)
+            batch.append((spec, fire_at))
             following.append((next_fire(spec, fire_at), name))
         if batch:
-            results = self.store.enqueue_many([self._fire_fields(s, f) for s, f in batch])
+            fires = [self._fire_of(spec, fire_at, Trigger.SCHEDULE) for spec, fire_at in batch]
+            results = self.store.enqueue_many(fires)
             for (spec, fire_at), result in zip(batch, results, strict=True):
                 self._fired(spec, fire_at, result)
         return following
 
-    def _fire_fields(self, spec: JobSpec, fire_at: datetime) -> dict[str, Any]:
-        return {
-            "run_id": run_id_for(spec.name, fire_at),
-            "job": spec.name,
-            "scheduled_for": fire_at,
-            "queue": spec.queue,
-            "overlap": str(spec.overlap),
-            "trigger": str(Trigger.SCHEDULE),
-            "timeout_s": spec.timeout_s,
-            "policy": run_policy(spec),
-        }
+    def _fire_of(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> Fire:
+        settings = fire_settings(
+            spec.queue,
+            overlap=str(spec.overlap),
+            trigger=str(trigger),
+            timeout_s=spec.timeout_s,
+            policy=run_policy(spec),
+        )
+        return Fire(run_id_for(spec.name, fire_at), spec.name, fire_at, settings)
 
     def _fire(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> None:
-        fields = self._fire_fields(spec, fire_at)
-        fields["trigger"] = str(trigger)
-        self._fired(spec, fire_at, self.store.enqueue(**fields))
+        [result] = self.store.enqueue_many([self._fire_of(spec, fire_at, trigger)])
+        self._fired(spec, fire_at, result)
 
     def _fired(self, spec: JobSpec, fire_at: datetime, result: Enqueued) -> None:
         if not result.created:
