@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,9 @@ class BeatSettings:
 
 # Fires due together are enqueued in store calls of at most this many.
 BATCH = 1000
+# Up to this many fires enqueued together are logged a line each (INFO); more get one summary
+# line, and their own lines at DEBUG: a burst of thousands stays readable and cheap to log.
+LOG_EACH = 20
 # Jobs trimmed per maintenance pass besides those that fired: a slice of all jobs in turn, so
 # 100,000 schedules never stall the loop (each job comes round within a few hours at most).
 TRIM_SLICE = 1000
@@ -157,9 +161,7 @@ class Beat:
             following.append((next_fire(spec, fire_at), name))
         if batch:
             fires = [self._fire_of(spec, fire_at, Trigger.SCHEDULE) for spec, fire_at in batch]
-            results = self.store.enqueue_many(fires)
-            for (spec, fire_at), result in zip(batch, results, strict=True):
-                self._fired(spec, fire_at, result)
+            self._fired(batch, self.store.enqueue_many(fires))
         return following
 
     def _fire_of(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> Fire:
@@ -173,25 +175,38 @@ class Beat:
         return Fire(run_id_for(spec.name, fire_at), spec.name, fire_at, settings)
 
     def _fire(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> None:
-        [result] = self.store.enqueue_many([self._fire_of(spec, fire_at, trigger)])
-        self._fired(spec, fire_at, result)
+        fires = [self._fire_of(spec, fire_at, trigger)]
+        self._fired([(spec, fire_at)], self.store.enqueue_many(fires))
 
-    def _fired(self, spec: JobSpec, fire_at: datetime, result: Enqueued) -> None:
-        if not result.created:
-            return
-        self.fired += 1
-        self._to_trim.add(spec.name)
-        delay_ms = (self.clock() - fire_at).total_seconds() * 1000
-        if self.metrics is not None:
-            self.metrics.observe_fire(spec.name, delay_ms / 1000, result.status)
-        log.info(
-            "fire %s for %s: run %s %s (+%.1f ms)",
-            spec.name,
-            iso(fire_at),
-            result.run_id,
-            result.status,
-            delay_ms,
-        )
+    def _fired(self, fires: list[tuple[JobSpec, datetime]], results: list[Enqueued]) -> None:
+        """Count and log what an enqueue created: a line per fire for a few, else a summary."""
+        now = self.clock()
+        each = logging.INFO if len(fires) <= LOG_EACH else logging.DEBUG
+        log_each = log.isEnabledFor(each)
+        statuses: Counter[str] = Counter()
+        delays: list[float] = []
+        for (spec, fire_at), result in zip(fires, results, strict=True):
+            if not result.created:
+                continue
+            self.fired += 1
+            self._to_trim.add(spec.name)
+            statuses[result.status] += 1
+            delay_ms = (now - fire_at).total_seconds() * 1000
+            delays.append(delay_ms)
+            if self.metrics is not None:
+                self.metrics.observe_fire(spec.name, delay_ms / 1000, result.status)
+            if log_each:
+                log.log(
+                    each,
+                    "fire %s for %s: run %s %s (+%.1f ms)",
+                    spec.name,
+                    iso(fire_at),
+                    result.run_id,
+                    result.status,
+                    delay_ms,
+                )
+        if each == logging.DEBUG:
+            log.info("%s", _summary(fires, statuses, delays))
 
     def _catch_up(self, spec: JobSpec, after: datetime, now: datetime) -> None:
         """Apply the job's catch-up policy to the fires in (after, now]."""
@@ -282,6 +297,21 @@ class Beat:
             self.store.trim(jobs, self.settings.retention)
         except ConnectionErrors as exc:
             log.warning("scheduler: maintenance skipped, Redis unreachable (%s)", exc)
+
+
+def _summary(
+    fires: list[tuple[JobSpec, datetime]], statuses: Counter[str], delays: list[float]
+) -> str:
+    """One line for a batch of fires: how many runs, due when, their statuses and delays."""
+    first, last = min(f for _, f in fires), max(f for _, f in fires)
+    due = iso(first) if first == last else f"{iso(first)} to {iso(last)}"
+    text = f"enqueued {len(delays)} runs due {due}"
+    if delays:
+        counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
+        text += f": {counts} (+{min(delays):.1f} to +{max(delays):.1f} ms)"
+    if len(delays) < len(fires):
+        text += f"; {len(fires) - len(delays)} fires were already enqueued"
+    return text
 
 
 def run_policy(spec: JobSpec) -> dict[str, object]:
