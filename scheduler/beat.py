@@ -20,7 +20,15 @@ from scheduler import cron
 from scheduler.alerts import Alerter, is_late
 from scheduler.metrics import Metrics
 from scheduler.model import Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
-from scheduler.store import ConnectionErrors, Enqueued, Fire, Retention, Store, fire_settings
+from scheduler.store import (
+    ConnectionErrors,
+    Enqueued,
+    Fire,
+    FireSettings,
+    Retention,
+    Store,
+    fire_settings,
+)
 
 log = logging.getLogger("sched.scheduler")
 
@@ -87,6 +95,8 @@ class Beat:
             name for name in self.all_specs if alerter and alerter.hook_for(name, "late")
         }
         self._trim_cursor = 0
+        # Encoded settings of each way a job is defined (see _fire_of).
+        self._settings: dict[tuple[object, ...], FireSettings] = {}
 
     def stop(self, *_: object) -> None:
         """Ask the loop to return after the current step (usable as a signal handler)."""
@@ -150,6 +160,8 @@ class Beat:
         """Enqueue due fires in one store call; return each job's next fire."""
         following = []
         batch: list[tuple[JobSpec, datetime]] = []
+        # Jobs due together often share their schedule: compute each next fire once.
+        nexts: dict[tuple[str | None, float | None, str, datetime], datetime] = {}
         for fire_at, name in due:
             spec = self.specs[name]
             if (now - fire_at).total_seconds() > self.settings.late_after_s:
@@ -158,20 +170,30 @@ class Beat:
                 following.append((next_fire(spec, now), name))
                 continue
             batch.append((spec, fire_at))
-            following.append((next_fire(spec, fire_at), name))
+            key = (spec.cron, spec.every_s, spec.tz, fire_at)
+            after = nexts.get(key)
+            if after is None:
+                after = nexts[key] = next_fire(spec, fire_at)
+            following.append((after, name))
         if batch:
             fires = [self._fire_of(spec, fire_at, Trigger.SCHEDULE) for spec, fire_at in batch]
             self._fired(batch, self.store.enqueue_many(fires))
         return following
 
     def _fire_of(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> Fire:
-        settings = fire_settings(
-            spec.queue,
-            overlap=str(spec.overlap),
-            trigger=str(trigger),
-            timeout_s=spec.timeout_s,
-            policy=run_policy(spec),
-        )
+        policy = run_policy(spec)
+        # Jobs defined alike share their encoded settings. Values go in the key by repr, as
+        # they are stored: 60 and 60.0 are equal but not stored alike.
+        key = (spec.queue, spec.overlap, trigger, repr(spec.timeout_s), *map(repr, policy.values()))
+        settings = self._settings.get(key)
+        if settings is None:
+            settings = self._settings[key] = fire_settings(
+                spec.queue,
+                overlap=str(spec.overlap),
+                trigger=str(trigger),
+                timeout_s=spec.timeout_s,
+                policy=policy,
+            )
         return Fire(run_id_for(spec.name, fire_at), spec.name, fire_at, settings)
 
     def _fire(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> None:
