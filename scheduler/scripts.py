@@ -80,18 +80,18 @@ ENQUEUE = (
     + _ENDED
     + """
 -- One fire: its run hash, its job's active set and idx:job, run id, job, scheduled_for ms, its
--- settings, and the ids and run hashes of the job's active runs as read before (s.reads).
+-- settings, and the n active runs of the job as read before (s.reads): their ids are
+-- ARGV[ids + 1 .. ids + n], their run hashes KEYS[hashes + 1 .. hashes + n].
 -- Returns created (0/1), status.
-local function enqueue(run, active, by_job, id, job, fire_ms, s, ids, id_keys)
+local function enqueue(run, active, by_job, id, job, fire_ms, s, n, ids, hashes)
   local existing = redis.call('HGET', run, 'status')
   if existing then return 0, existing end
   local fire = tonumber(fire_ms)
-  local n = #ids
   local policy = s.policy
   if s.reads then
     if redis.call('SCARD', active) ~= n then return 0, 'retry' end
     for i = 1, n do
-      if redis.call('SISMEMBER', active, ids[i]) == 0 then return 0, 'retry' end
+      if redis.call('SISMEMBER', active, ARGV[ids + i]) == 0 then return 0, 'retry' end
     end
   end
   if s.scheduled then
@@ -116,15 +116,15 @@ local function enqueue(run, active, by_job, id, job, fire_ms, s, ids, id_keys)
     end
   elseif policy == 'queue' then
     for i = 1, n do
-      if redis.call('HGET', id_keys[i], 'status') == 'queued' then
+      if redis.call('HGET', KEYS[hashes + i], 'status') == 'queued' then
         status = 'skipped'
-        reason = 'overlap=queue: run ' .. ids[i] .. ' is already waiting'
+        reason = 'overlap=queue: run ' .. ARGV[ids + i] .. ' is already waiting'
         break
       end
     end
   elseif policy == 'replace' then
     for i = 1, n do
-      local key, old = id_keys[i], ids[i]
+      local key, old = KEYS[hashes + i], ARGV[ids + i]
       local st = redis.call('HGET', key, 'status')
       if st == 'running' then
         redis.call('HSET', key, 'kill_requested', 'replaced')
@@ -169,7 +169,6 @@ local k = 8 + tonumber(ARGV[1])
 local out = {}
 local last = #ARGV
 local s, fire_ms, left = nil, nil, 0
-local none = {}
 while a <= last do
   if left == 0 then
     s, fire_ms, left = settings[tonumber(ARGV[a])], ARGV[a + 1], tonumber(ARGV[a + 2])
@@ -177,14 +176,13 @@ while a <= last do
   else
     local id, job = ARGV[a], ARGV[a + 1]
     a = a + 2
-    local n, ids, id_keys = 0, none, none
+    local n = 0
     if s.reads then
       n = tonumber(ARGV[a])
-      ids, id_keys = {unpack(ARGV, a + 1, a + n)}, {unpack(KEYS, k + 3, k + 2 + n)}
       a = a + 1 + n
     end
-    local created, status = enqueue(KEYS[k], KEYS[k + 1], KEYS[k + 2], id, job, fire_ms, s,
-      ids, id_keys)
+    local created, status = enqueue(KEYS[k], KEYS[k + 1], KEYS[k + 2], id, job, fire_ms, s, n,
+      a - 1 - n, k + 2)
     out[#out + 1] = created .. status
     if status == 'retry' then break end
     left = left - 1
