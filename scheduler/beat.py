@@ -12,16 +12,24 @@ import gc
 import heapq
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from scheduler import cron
 from scheduler.alerts import Alerter, is_late
 from scheduler.metrics import Metrics
-from scheduler.model import Catchup, JobSpec, Overlap, RunStatus, Trigger, iso, run_id_for
-from scheduler.store import ConnectionErrors, Enqueued, Retention, Store
+from scheduler.model import Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
+from scheduler.store import (
+    ConnectionErrors,
+    Enqueued,
+    Fire,
+    FireSettings,
+    Retention,
+    Store,
+    fire_settings,
+)
 
 log = logging.getLogger("sched.scheduler")
 
@@ -41,8 +49,11 @@ class BeatSettings:
     retention: Retention = Retention()
 
 
-# Fires due together are enqueued in pipelines of at most this many.
+# Fires due together are enqueued in store calls of at most this many.
 BATCH = 1000
+# Up to this many fires enqueued together are logged a line each (INFO); more get one summary
+# line, and their own lines at DEBUG: a burst of thousands stays readable and cheap to log.
+LOG_EACH = 20
 # Jobs trimmed per maintenance pass besides those that fired: a slice of all jobs in turn, so
 # 100,000 schedules never stall the loop (each job comes round within a few hours at most).
 TRIM_SLICE = 1000
@@ -87,6 +98,8 @@ class Beat:
             name for name in self.all_specs if alerter and alerter.hook_for(name, "late")
         }
         self._trim_cursor = 0
+        # Encoded settings of each way a job is defined (see _fire_of).
+        self._settings: dict[tuple[object, ...], FireSettings] = {}
 
     def stop(self, *_: object) -> None:
         """Ask the loop to return after the current step (usable as a signal handler)."""
@@ -171,9 +184,11 @@ class Beat:
     def _fire_due(
         self, due: list[tuple[datetime, str]], now: datetime
     ) -> list[tuple[datetime, str]]:
-        """Enqueue due fires (the plain ones in one pipeline); return each job's next fire."""
+        """Enqueue due fires in one store call; return each job's next fire."""
         following = []
         batch: list[tuple[JobSpec, datetime]] = []
+        # Jobs due together often share their schedule: compute each next fire once.
+        nexts: dict[tuple[str | None, float | None, str, datetime], datetime] = {}
         for fire_at, name in due:
             spec = self.specs[name]
             if (now - fire_at).total_seconds() > self.settings.late_after_s:
@@ -181,50 +196,66 @@ class Beat:
                 self._catch_up(spec, fire_at - timedelta(microseconds=1), now)
                 following.append((next_fire(spec, now), name))
                 continue
-            if spec.overlap in (Overlap.SKIP, Overlap.ALLOW):
-                batch.append((spec, fire_at))
-            else:  # queue/replace read the job's active runs first: one at a time
-                self._fire(spec, fire_at, Trigger.SCHEDULE)
-            following.append((next_fire(spec, fire_at), name))
+            batch.append((spec, fire_at))
+            key = (spec.cron, spec.every_s, spec.tz, fire_at)
+            after = nexts.get(key)
+            if after is None:
+                after = nexts[key] = next_fire(spec, fire_at)
+            following.append((after, name))
         if batch:
-            results = self.store.enqueue_many([self._fire_fields(s, f) for s, f in batch])
-            for (spec, fire_at), result in zip(batch, results, strict=True):
-                self._fired(spec, fire_at, result)
+            fires = [self._fire_of(spec, fire_at, Trigger.SCHEDULE) for spec, fire_at in batch]
+            self._fired(batch, self.store.enqueue_many(fires))
         return following
 
-    def _fire_fields(self, spec: JobSpec, fire_at: datetime) -> dict[str, Any]:
-        return {
-            "run_id": run_id_for(spec.name, fire_at),
-            "job": spec.name,
-            "scheduled_for": fire_at,
-            "queue": spec.queue,
-            "overlap": str(spec.overlap),
-            "trigger": str(Trigger.SCHEDULE),
-            "timeout_s": spec.timeout_s,
-            "policy": run_policy(spec),
-        }
+    def _fire_of(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> Fire:
+        policy = run_policy(spec)
+        # Jobs defined alike share their encoded settings. Values go in the key by repr, as
+        # they are stored: 60 and 60.0 are equal but not stored alike.
+        key = (spec.queue, spec.overlap, trigger, repr(spec.timeout_s), *map(repr, policy.values()))
+        settings = self._settings.get(key)
+        if settings is None:
+            settings = self._settings[key] = fire_settings(
+                spec.queue,
+                overlap=str(spec.overlap),
+                trigger=str(trigger),
+                timeout_s=spec.timeout_s,
+                policy=policy,
+            )
+        return Fire(run_id_for(spec.name, fire_at), spec.name, fire_at, settings)
 
     def _fire(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> None:
-        fields = self._fire_fields(spec, fire_at)
-        fields["trigger"] = str(trigger)
-        self._fired(spec, fire_at, self.store.enqueue(**fields))
+        fires = [self._fire_of(spec, fire_at, trigger)]
+        self._fired([(spec, fire_at)], self.store.enqueue_many(fires))
 
-    def _fired(self, spec: JobSpec, fire_at: datetime, result: Enqueued) -> None:
-        if not result.created:
-            return
-        self.fired += 1
-        self._to_trim.add(spec.name)
-        delay_ms = (self.clock() - fire_at).total_seconds() * 1000
-        if self.metrics is not None:
-            self.metrics.observe_fire(spec.name, delay_ms / 1000, result.status)
-        log.info(
-            "fire %s for %s: run %s %s (+%.1f ms)",
-            spec.name,
-            iso(fire_at),
-            result.run_id,
-            result.status,
-            delay_ms,
-        )
+    def _fired(self, fires: list[tuple[JobSpec, datetime]], results: list[Enqueued]) -> None:
+        """Count and log what an enqueue created: a line per fire for a few, else a summary."""
+        now = self.clock()
+        each = logging.INFO if len(fires) <= LOG_EACH else logging.DEBUG
+        log_each = log.isEnabledFor(each)
+        statuses: Counter[str] = Counter()
+        delays: list[float] = []
+        for (spec, fire_at), result in zip(fires, results, strict=True):
+            if not result.created:
+                continue
+            self.fired += 1
+            self._to_trim.add(spec.name)
+            statuses[result.status] += 1
+            delay_ms = (now - fire_at).total_seconds() * 1000
+            delays.append(delay_ms)
+            if self.metrics is not None:
+                self.metrics.observe_fire(spec.name, delay_ms / 1000, result.status)
+            if log_each:
+                log.log(
+                    each,
+                    "fire %s for %s: run %s %s (+%.1f ms)",
+                    spec.name,
+                    iso(fire_at),
+                    result.run_id,
+                    result.status,
+                    delay_ms,
+                )
+        if each == logging.DEBUG:
+            log.info("%s", _summary(fires, statuses, delays))
 
     def _catch_up(self, spec: JobSpec, after: datetime, now: datetime) -> None:
         """Apply the job's catch-up policy to the fires in (after, now]."""
@@ -315,6 +346,21 @@ class Beat:
             self.store.trim(jobs, self.settings.retention)
         except ConnectionErrors as exc:
             log.warning("scheduler: maintenance skipped, Redis unreachable (%s)", exc)
+
+
+def _summary(
+    fires: list[tuple[JobSpec, datetime]], statuses: Counter[str], delays: list[float]
+) -> str:
+    """One line for a batch of fires: how many runs, due when, their statuses and delays."""
+    first, last = min(f for _, f in fires), max(f for _, f in fires)
+    due = iso(first) if first == last else f"{iso(first)} to {iso(last)}"
+    text = f"enqueued {len(delays)} runs due {due}"
+    if delays:
+        counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
+        text += f": {counts} (+{min(delays):.1f} to +{max(delays):.1f} ms)"
+    if len(delays) < len(fires):
+        text += f"; {len(fires) - len(delays)} fires were already enqueued"
+    return text
 
 
 def run_policy(spec: JobSpec) -> dict[str, object]:

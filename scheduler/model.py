@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 
@@ -255,8 +256,14 @@ def from_ms(ms: int) -> datetime:
 
 def run_id_for(job: str, fire_at: datetime) -> str:
     """The deterministic id of a scheduled fire: the same job and instant give the same id."""
+    return f"{job}@{_stamp(fire_at)}"
+
+
+@lru_cache(maxsize=256)
+def _stamp(fire_at: datetime) -> str:
+    # Cached: thousands of jobs due at one instant share it.
     stamp = fire_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
     ms = to_ms(fire_at) % 1000
     if ms:
         stamp += f".{ms:03d}"
-    return f"{job}@{stamp}Z"
+    return f"{stamp}Z"

@@ -53,96 +53,146 @@ end
 
 ENQUEUE = (
     """
--- Create a run for one fire of a job, at most once per run id, and apply the overlap policy.
--- KEYS[1] run hash        KEYS[2] queue list      KEYS[3] active set of the job
--- KEYS[4] idx:all         KEYS[5] idx:job         KEYS[6] idx:status:queued
--- KEYS[7] idx:status of a non-queued outcome (skipped or missed)
--- KEYS[8] last_fire hash  KEYS[9] paused set  KEYS[10] ended feed list
--- KEYS[11..] run hashes of the job's active runs, as read just before (queue/replace only)
--- ARGV[1] run id  ARGV[2] job  ARGV[3] scheduled_for ms  ARGV[4] overlap policy
--- ARGV[5] '1' for a scheduled fire: require scheduled_for > the job's last fire, advance it,
---         and honour pause; '0' for manual runs
--- ARGV[6] outcome: 'queue', 'missed' or 'skipped'   ARGV[7] reason for a non-queued outcome
--- ARGV[8] n, the number of active run ids that follow   ARGV[9 .. 8+n] those ids
--- ARGV[9+n ..] field, value pairs stored as they are (trigger, attempt, queue, timeout_s, ...)
--- Returns {created (0/1), status}; status 'stale' for an old fire, 'retry' when the active
--- set changed since it was read.
+-- Create the runs of a batch of fires. Each fire is judged exactly as if it were enqueued on
+-- its own, in order: at most one run per run id, its overlap policy, pause, and for a
+-- scheduled fire the guard that it is after the job's last fire (so two schedulers never
+-- enqueue it twice). Keys and settings shared by many fires are passed once.
+-- KEYS[1] idx:all  KEYS[2] idx:status:queued  KEYS[3] idx:status:skipped
+-- KEYS[4] idx:status:missed  KEYS[5] last_fire hash  KEYS[6] paused set  KEYS[7] ended feed
+-- KEYS[8 .. 7+q] the queue lists the settings name
+-- KEYS[8+q ..] per fire, in order: its run hash, the job's active set, the job's idx:job, then
+--   the run hashes of the job's active runs as read just before (queue/replace only)
+-- ARGV[1] q, the number of queue lists  ARGV[2] s, the number of settings that follow
+-- then s settings, each: overlap policy; '1' for a scheduled fire (require scheduled_for > the
+--   job's last fire, advance it, and honour pause) or '0' for a manual run; outcome ('queue',
+--   'missed' or 'skipped'); reason for a non-queued outcome; its queue list (1 .. q); m; then
+--   m field, value pairs stored as they are (trigger, attempt, queue, timeout_s, ...)
+-- then groups of fires that share settings and instant, each: its settings (1 .. s),
+--   scheduled_for ms, c, then c fires, each: run id, job, and with overlap queue or replace
+--   (outcome 'queue') n and the n ids of the job's active runs as read just before
+-- Returns one string: for each fire in turn, created (0/1) directly followed by its status,
+-- separated by spaces (e.g. '1queued 0stale'); status 'stale' for an old fire. It stops at a
+-- fire whose job's active set changed since it was read ('0retry'), so that the caller can
+-- read it again and send that fire and those after it.
 """
     + _NOW
     + _MOVE
     + _ENDED
     + """
-local existing = redis.call('HGET', KEYS[1], 'status')
-if existing then return {0, existing} end
-local fire = tonumber(ARGV[3])
-local scheduled = ARGV[5] == '1'
-local n = tonumber(ARGV[8])
-local policy = ARGV[4]
-if (policy == 'queue' or policy == 'replace') and ARGV[6] == 'queue' then
-  if redis.call('SCARD', KEYS[3]) ~= n then return {0, 'retry'} end
-  for i = 1, n do
-    if redis.call('SISMEMBER', KEYS[3], ARGV[8 + i]) == 0 then return {0, 'retry'} end
+-- One fire: its run hash, its job's active set and idx:job, run id, job, scheduled_for ms, its
+-- settings, and the n active runs of the job as read before (s.reads): their ids are
+-- ARGV[ids + 1 .. ids + n], their run hashes KEYS[hashes + 1 .. hashes + n].
+-- Returns created (0/1), status.
+local function enqueue(run, active, by_job, id, job, fire_ms, s, n, ids, hashes)
+  local existing = redis.call('HGET', run, 'status')
+  if existing then return 0, existing end
+  local fire = tonumber(fire_ms)
+  local policy = s.policy
+  if s.reads then
+    if redis.call('SCARD', active) ~= n then return 0, 'retry' end
+    for i = 1, n do
+      if redis.call('SISMEMBER', active, ARGV[ids + i]) == 0 then return 0, 'retry' end
+    end
   end
-end
-if scheduled then
-  local last = redis.call('HGET', KEYS[8], ARGV[2])
-  if last and tonumber(last) >= fire then return {0, 'stale'} end
-  redis.call('HSET', KEYS[8], ARGV[2], ARGV[3])
-end
-local status = 'queued'
-local reason = ARGV[7]
-if ARGV[6] ~= 'queue' then
-  status = ARGV[6]
-elseif scheduled and redis.call('SISMEMBER', KEYS[9], ARGV[2]) == 1 then
-  status = 'skipped'
-  reason = 'paused'
-elseif policy == 'skip' then
-  local other = redis.call('SRANDMEMBER', KEYS[3])
-  if other then
+  if s.scheduled then
+    local last = redis.call('HGET', KEYS[5], job)
+    if last and tonumber(last) >= fire then return 0, 'stale' end
+    redis.call('HSET', KEYS[5], job, fire_ms)
+  end
+  local status = 'queued'
+  local reason = s.reason
+  local other = KEYS[3]
+  if s.outcome ~= 'queue' then
+    status = s.outcome
+    if status == 'missed' then other = KEYS[4] end
+  elseif s.scheduled and redis.call('SISMEMBER', KEYS[6], job) == 1 then
     status = 'skipped'
-    reason = 'overlap=skip: run ' .. other .. ' of this job is still queued or running'
-  end
-elseif policy == 'queue' then
-  for i = 1, n do
-    if redis.call('HGET', KEYS[10 + i], 'status') == 'queued' then
+    reason = 'paused'
+  elseif policy == 'skip' then
+    local running = redis.call('SRANDMEMBER', active)
+    if running then
       status = 'skipped'
-      reason = 'overlap=queue: run ' .. ARGV[8 + i] .. ' is already waiting'
-      break
+      reason = 'overlap=skip: run ' .. running .. ' of this job is still queued or running'
+    end
+  elseif policy == 'queue' then
+    for i = 1, n do
+      if redis.call('HGET', KEYS[hashes + i], 'status') == 'queued' then
+        status = 'skipped'
+        reason = 'overlap=queue: run ' .. ARGV[ids + i] .. ' is already waiting'
+        break
+      end
+    end
+  elseif policy == 'replace' then
+    for i = 1, n do
+      local key, old = KEYS[hashes + i], ARGV[ids + i]
+      local st = redis.call('HGET', key, 'status')
+      if st == 'running' then
+        redis.call('HSET', key, 'kill_requested', 'replaced')
+      elseif st == 'queued' then
+        redis.call('LREM', s.queue, 0, old)
+        redis.call('HSET', key, 'status', 'skipped', 'reason', 'replaced by ' .. id,
+          'finished_at', now)
+        redis.call('SREM', active, old)
+        move(old, KEYS[2], KEYS[3], redis.call('HGET', key, 'scheduled_for'))
+        ended(KEYS[7], old)
+      end
     end
   end
-elseif policy == 'replace' then
-  for i = 1, n do
-    local key, id = KEYS[10 + i], ARGV[8 + i]
-    local st = redis.call('HGET', key, 'status')
-    if st == 'running' then
-      redis.call('HSET', key, 'kill_requested', 'replaced')
-    elseif st == 'queued' then
-      redis.call('LREM', KEYS[2], 0, id)
-      redis.call('HSET', key, 'status', 'skipped', 'reason', 'replaced by ' .. ARGV[1],
-        'finished_at', now)
-      redis.call('SREM', KEYS[3], id)
-      move(id, KEYS[6], KEYS[7], redis.call('HGET', key, 'scheduled_for'))
-      ended(KEYS[10], id)
+  redis.call('HSET', run, 'id', id, 'job', job, 'scheduled_for', fire_ms, 'enqueued_at', now,
+    'status', status, unpack(s.fields))
+  if status == 'queued' then
+    redis.call('RPUSH', s.queue, id)
+    redis.call('SADD', active, id)
+    redis.call('ZADD', KEYS[2], fire, id)
+  else
+    redis.call('HSET', run, 'reason', reason, 'finished_at', now)
+    redis.call('ZADD', other, fire, id)
+    ended(KEYS[7], id)
+  end
+  redis.call('ZADD', KEYS[1], fire, id)
+  redis.call('ZADD', by_job, fire, id)
+  return 1, status
+end
+
+local a = 3
+local settings = {}
+for i = 1, tonumber(ARGV[2]) do
+  local m = tonumber(ARGV[a + 5])
+  local s = {policy = ARGV[a], scheduled = ARGV[a + 1] == '1', outcome = ARGV[a + 2],
+    reason = ARGV[a + 3], queue = KEYS[7 + tonumber(ARGV[a + 4])],
+    fields = {unpack(ARGV, a + 6, a + 5 + 2 * m)}}
+  s.reads = (s.policy == 'queue' or s.policy == 'replace') and s.outcome == 'queue'
+  settings[i] = s
+  a = a + 6 + 2 * m
+end
+local k = 8 + tonumber(ARGV[1])
+local out = {}
+local last = #ARGV
+local s, fire_ms, left = nil, nil, 0
+while a <= last do
+  if left == 0 then
+    s, fire_ms, left = settings[tonumber(ARGV[a])], ARGV[a + 1], tonumber(ARGV[a + 2])
+    a = a + 3
+  else
+    local id, job = ARGV[a], ARGV[a + 1]
+    a = a + 2
+    local n = 0
+    if s.reads then
+      n = tonumber(ARGV[a])
+      a = a + 1 + n
     end
+    local created, status = enqueue(KEYS[k], KEYS[k + 1], KEYS[k + 2], id, job, fire_ms, s, n,
+      a - 1 - n, k + 2)
+    out[#out + 1] = created .. status
+    if status == 'retry' then break end
+    left = left - 1
+    k = k + 3 + n
   end
 end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'job', ARGV[2], 'scheduled_for', ARGV[3],
-  'enqueued_at', now, 'status', status)
-for i = 9 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if status == 'queued' then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[1])
-  redis.call('ZADD', KEYS[6], fire, ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'reason', reason, 'finished_at', now)
-  redis.call('ZADD', KEYS[7], fire, ARGV[1])
-  ended(KEYS[10], ARGV[1])
-end
-redis.call('ZADD', KEYS[4], fire, ARGV[1])
-redis.call('ZADD', KEYS[5], fire, ARGV[1])
-return {1, status}
+return table.concat(out, ' ')
 """
 )
+
 
 CLAIM = (
     """

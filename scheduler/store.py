@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
@@ -248,6 +248,54 @@ def _pairs(fields: Mapping[str, object]) -> list[str]:
     return out
 
 
+# Fires per call of the enqueue script: a few arguments each, so a call stays far below
+# Redis's limits and holds the server for milliseconds, not seconds.
+ENQUEUE_BATCH = 1000
+
+# How fires are enqueued (see fire_settings): a tuple of strings, built once and shared by
+# every fire of a job, so a batch passes each distinct one once.
+FireSettings = tuple[str, ...]
+
+
+def fire_settings(
+    queue: str,
+    *,
+    overlap: str = "skip",
+    trigger: str = "schedule",
+    attempt: int = 1,
+    timeout_s: float | None = None,
+    policy: Mapping[str, object] | None = None,
+    scheduled: bool = True,
+    outcome: str = "queue",
+    reason: str = "",
+) -> FireSettings:
+    """How to enqueue a fire; the arguments of Store.enqueue() other than the fire itself.
+
+    A `scheduled` fire must come after the job's last fire, advances it and honours pause
+    (a manual run is not scheduled). With `outcome` `missed` or `skipped` the run is recorded
+    with that status and `reason` instead of being queued.
+    """
+    if outcome not in ("queue", "missed", "skipped"):
+        raise ValueError(f"outcome {outcome!r}: expected 'queue', 'missed' or 'skipped'")
+    fields = {"trigger": trigger, "attempt": attempt, "queue": queue, "timeout_s": timeout_s}
+    fields.update(policy or {})
+    return (overlap, "1" if scheduled else "0", outcome, reason, queue, *_pairs(fields))
+
+
+def _reads_active(settings: FireSettings) -> bool:
+    """Whether the script needs the job's active runs: overlap queue/replace, to be queued."""
+    return settings[0] in ("queue", "replace") and settings[2] == "queue"
+
+
+class Fire(NamedTuple):
+    """One fire to enqueue: the run's id, its job and instant, and fire_settings()."""
+
+    run_id: str
+    job: str
+    scheduled_for: datetime
+    settings: FireSettings
+
+
 class Store:
     """Typed operations over one Redis database and namespace."""
 
@@ -357,55 +405,29 @@ class Store:
         retry_backoff_s, misfire_grace_s). With overlap `queue` or `replace` the job's active
         runs are read first and the script re-checks them, retrying if they changed.
         """
-        fields = {"trigger": trigger, "attempt": attempt, "queue": queue, "timeout_s": timeout_s}
-        fields.update(policy or {})
-        for _ in range(100):
-            active: list[str] = []
-            if overlap in ("queue", "replace") and outcome == "queue":
-                active = sorted(cast(set[str], self.redis.smembers(self.keys.active(job))))
-            keys, args = self._enqueue_call(
-                run_id,
-                job,
-                scheduled_for,
-                queue,
-                overlap,
-                advance_last_fire,
-                outcome,
-                reason,
-                active,
-                fields,
-            )
-            reply = self._enqueue(keys=keys, args=args)
-            if reply[1] != "retry":
-                return Enqueued(run_id, bool(reply[0]), str(reply[1]))
-        raise RuntimeError(f"the active runs of {job!r} keep changing; enqueue gave up")
+        settings = fire_settings(
+            queue,
+            overlap=overlap,
+            trigger=trigger,
+            attempt=attempt,
+            timeout_s=timeout_s,
+            policy=policy,
+            scheduled=advance_last_fire,
+            outcome=outcome,
+            reason=reason,
+        )
+        return self.enqueue_many([Fire(run_id, job, scheduled_for, settings)])[0]
 
-    def enqueue_many(self, fires: Sequence[Mapping[str, Any]]) -> list[Enqueued]:
-        """Enqueue several fires with overlap `skip` or `allow` in one pipeline.
+    def enqueue_many(self, fires: Sequence[Fire]) -> list[Enqueued]:
+        """Enqueue fires in order, up to ENQUEUE_BATCH per script call.
 
-        Each mapping holds enqueue()'s keyword arguments; each fire is still its own script
-        call, so each is created at most once and judged on its own.
+        Each fire is judged exactly as enqueue() would judge it after the ones before it:
+        created at most once per run id, with its overlap policy, pause and last-fire guard.
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for fire in fires:
-            assert fire.get("overlap", "skip") in ("skip", "allow"), "queue/replace: enqueue()"
-            fields = {
-                "trigger": fire.get("trigger", "schedule"),
-                "attempt": fire.get("attempt", 1),
-                "queue": fire["queue"],
-                "timeout_s": fire.get("timeout_s"),
-                **(fire.get("policy") or {}),
-            }
-            keys, args = self._enqueue_call(
-                fire["run_id"], fire["job"], fire["scheduled_for"], fire["queue"],
-                fire.get("overlap", "skip"), True, "queue", "", [], fields,
-            )  # fmt: skip
-            self._enqueue(keys=keys, args=args, client=pipe)
-        replies = pipe.execute()
-        return [
-            Enqueued(fire["run_id"], bool(reply[0]), str(reply[1]))
-            for fire, reply in zip(fires, replies, strict=True)
-        ]
+        results: list[Enqueued] = []
+        for start in range(0, len(fires), ENQUEUE_BATCH):
+            results += self._enqueue_batch(fires[start : start + ENQUEUE_BATCH])
+        return results
 
     def record_missed(
         self,
@@ -416,59 +438,87 @@ class Store:
         timeout_s: float | None,
         reason: str,
     ) -> int:
-        """Record many (run id, fire) pairs as `missed` in pipelined batches; return how many."""
-        created = 0
-        fields = {"trigger": "schedule", "attempt": 1, "queue": queue, "timeout_s": timeout_s}
-        for start in range(0, len(fires), 1000):
-            pipe = self.redis.pipeline(transaction=False)
-            for run_id, fire_at in fires[start : start + 1000]:
-                keys, args = self._enqueue_call(
-                    run_id, job, fire_at, queue, "allow", True, "missed", reason, [], fields
-                )
-                self._enqueue(keys=keys, args=args, client=pipe)
-            created += sum(int(reply[0]) for reply in pipe.execute())
-        return created
+        """Record many (run id, fire) pairs as `missed`; return how many were created."""
+        settings = fire_settings(
+            queue, overlap="allow", timeout_s=timeout_s, outcome="missed", reason=reason
+        )
+        batch = [Fire(run_id, job, fire_at, settings) for run_id, fire_at in fires]
+        return sum(result.created for result in self.enqueue_many(batch))
 
-    def _enqueue_call(
-        self,
-        run_id: str,
-        job: str,
-        scheduled_for: datetime,
-        queue: str,
-        overlap: str,
-        scheduled: bool,
-        outcome: str,
-        reason: str,
-        active: Sequence[str],
-        fields: Mapping[str, object],
+    def _enqueue_batch(self, fires: Sequence[Fire]) -> list[Enqueued]:
+        """One script call for all the fires, in order. When a job's active runs changed
+        between reading them and the call (overlap queue/replace), the script stops at that
+        fire; they are read again and the rest is sent again."""
+        done: list[Enqueued] = []
+        tries = 0
+        while len(done) < len(fires):
+            rest = fires[len(done) :]
+            keys, args = self._enqueue_args(rest, self._active_runs(rest))
+            reply = cast(str, self._enqueue(keys=keys, args=args))
+            progress = len(done)
+            for fire, outcome in zip(rest, reply.split(" "), strict=False):
+                if outcome == "0retry":
+                    break
+                done.append(Enqueued(fire.run_id, outcome[0] == "1", outcome[1:]))
+            tries = 0 if len(done) > progress else tries + 1
+            if tries >= 100:
+                job = fires[len(done)].job
+                raise RuntimeError(f"the active runs of {job!r} keep changing; enqueue gave up")
+        return done
+
+    def _active_runs(self, fires: Sequence[Fire]) -> list[list[str]]:
+        """The ids of each fire's job's active runs, read for overlap queue/replace only."""
+        reads = [i for i, fire in enumerate(fires) if _reads_active(fire.settings)]
+        active: list[list[str]] = [[] for _ in fires]
+        if reads:
+            pipe = self.redis.pipeline(transaction=False)
+            for i in reads:
+                pipe.smembers(self.keys.active(fires[i].job))
+            for i, members in zip(reads, pipe.execute(), strict=True):
+                active[i] = sorted(cast(set[str], members))
+        return active
+
+    def _enqueue_args(
+        self, fires: Sequence[Fire], active: Sequence[Sequence[str]]
     ) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of the enqueue script; see its comment for the layout."""
         k = self.keys
-        outcome_status = outcome if outcome != "queue" else "skipped"
+        settings: dict[FireSettings, int] = {}
+        millis: dict[datetime, int] = {}
+        # Runs of consecutive fires with the same settings and instant.
+        groups: list[tuple[int, int, list[tuple[Fire, Sequence[str]]]]] = []
+        for fire, ids in zip(fires, active, strict=True):
+            number = settings.setdefault(fire.settings, len(settings) + 1)
+            ms = millis.get(fire.scheduled_for)
+            if ms is None:
+                ms = millis[fire.scheduled_for] = to_ms(fire.scheduled_for)
+            if not groups or groups[-1][:2] != (number, ms):
+                groups.append((number, ms, []))
+            groups[-1][2].append((fire, ids))
+        queues: dict[str, int] = {}
+        args: list[str | int] = [0, len(settings)]
+        for overlap, scheduled, outcome, reason, queue, *pairs in settings:
+            number = queues.setdefault(queue, len(queues) + 1)
+            args += (overlap, scheduled, outcome, reason, number, len(pairs) // 2, *pairs)
+        args[0] = len(queues)
         keys = [
-            k.run(run_id),
-            k.queue(queue),
-            k.active(job),
             k.all_runs,
-            k.by_job(job),
             k.by_status(RunStatus.QUEUED),
-            k.by_status(outcome_status),
+            k.by_status(RunStatus.SKIPPED),
+            k.by_status(RunStatus.MISSED),
             k.last_fire,
             k.paused,
             k.ended,
-            *(k.run(other) for other in active),
+            *(k.queue(name) for name in queues),
         ]
-        args: list[str | int] = [
-            run_id,
-            job,
-            to_ms(scheduled_for),
-            overlap,
-            "1" if scheduled else "0",
-            outcome,
-            reason,
-            len(active),
-            *active,
-            *_pairs(fields),
-        ]
+        for number, ms, members in groups:
+            args += (number, ms, len(members))
+            for fire, ids in members:
+                keys += (k.run(fire.run_id), k.active(fire.job), k.by_job(fire.job))
+                args += (fire.run_id, fire.job)
+                if _reads_active(fire.settings):
+                    keys += (k.run(other) for other in ids)
+                    args += (len(ids), *ids)
         return keys, args
 
     def pause(self, job: str) -> bool:

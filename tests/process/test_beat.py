@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.beat import Beat, BeatSettings
+from scheduler.beat import LOG_EACH, Beat, BeatSettings
 from scheduler.model import Catchup, JobSpec, RunStatus, Trigger, run_id_for
 from scheduler.store import Store
 from tests.helpers import wait_for
@@ -206,3 +207,69 @@ def test_housekeeping_waits_for_a_gap_between_fires(store: Store) -> None:
         wait_for(lambda: len(store.history(job="tick", limit=10)) >= 3, 10, "3 fires")
     assert len(gaps) >= 10
     assert min(gaps) > 0.25, f"housekeeping ran {min(gaps):.3f} s before a fire"
+
+
+def burst(store: Store, n: int, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Fire n jobs due at one instant (10:00:00, stepped 5 ms after it); return the log."""
+    at = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    now = [at - timedelta(seconds=1)]
+    policies = ["skip", "allow", "queue", "replace"]
+    specs = {
+        f"b{i}": spec(f"b{i}", every_s=60.0, overlap=policies[i % 4], timeout_s=30.0 + i % 3)
+        for i in range(n)
+    }
+    store.pause("b1")
+    beat = Beat(store, specs, clock=lambda: now[0])
+    beat.start()
+    now[0] = at + timedelta(milliseconds=5)
+    caplog.set_level(logging.DEBUG, logger="sched.scheduler")
+    beat.step()
+    assert beat.fired == n
+    assert beat.heap[0][0] == at + timedelta(minutes=1)
+    runs = {r.job: r for r in store.history(since=at, limit=n + 1)}
+    assert len(runs) == n and runs["b1"].status is RunStatus.SKIPPED
+    assert all(runs[f"b{i}"].timeout_s == 30.0 + i % 3 for i in range(n))
+    return [r for r in caplog.records if r.name == "sched.scheduler"]
+
+
+def test_a_few_fires_due_together_log_a_line_each(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = burst(store, LOG_EACH, caplog)
+    lines = [r.getMessage() for r in records if r.levelno == logging.INFO]
+    assert len(lines) == LOG_EACH
+    assert lines[0] == "fire b0 for 2026-11-27T10:00:00Z: run b0@20261127T100000Z queued (+5.0 ms)"
+    assert lines[1].startswith("fire b1 for 2026-11-27T10:00:00Z: run b1@20261127T100000Z skipped")
+
+
+def test_a_burst_of_fires_logs_one_summary_line(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = LOG_EACH + 1
+    records = burst(store, n, caplog)
+    lines = [r.getMessage() for r in records if r.levelno == logging.INFO]
+    assert lines == [
+        f"enqueued {n} runs due 2026-11-27T10:00:00Z: {n - 1} queued, 1 skipped (+5.0 to +5.0 ms)"
+    ]
+    each = [r.getMessage() for r in records if r.levelno == logging.DEBUG]
+    assert len(each) == n and each[0].startswith("fire b0 for 2026-11-27T10:00:00Z")
+
+
+def test_a_burst_another_scheduler_enqueued_is_told_apart(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    at = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    now = [at - timedelta(seconds=1)]
+    n = LOG_EACH + 1
+    specs = {f"b{i}": spec(f"b{i}", every_s=60.0) for i in range(n)}
+    first, second = (Beat(store, specs, clock=lambda: now[0]) for _ in range(2))
+    first.start()
+    second.start()
+    now[0] = at + timedelta(milliseconds=5)
+    first.step()
+    caplog.set_level(logging.INFO, logger="sched.scheduler")
+    second.step()
+    assert (first.fired, second.fired) == (n, 0)
+    assert [r.getMessage() for r in caplog.records if r.name == "sched.scheduler"] == [
+        f"enqueued 0 runs due 2026-11-27T10:00:00Z; {n} fires were already enqueued"
+    ]
