@@ -33,6 +33,9 @@ EXIT_TIMEOUT = 124
 EXIT_ORPHAN = 125
 EXIT_EXEC_FAILED = 127
 ERROR_TEXT_LIMIT = 32 * 1024
+# No report line is longer: a result of at most ERROR_TEXT_LIMIT bytes of JSON, or an error
+# whose type, message and traceback are bounded (at most 12 bytes of JSON per character).
+REPORT_LIMIT = 1 << 20
 # Loaded once in the parent, so a horse does not pay for it after every fork.
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _RESETTABLE = tuple(
@@ -262,7 +265,7 @@ def describe_exception(exc: BaseException) -> dict[str, str]:
     if len(tb) > ERROR_TEXT_LIMIT:
         tb = "...\n" + tb[-ERROR_TEXT_LIMIT:]
     return {
-        "type": type(exc).__qualname__,
+        "type": type(exc).__qualname__[:1000],
         "message": str(exc)[:ERROR_TEXT_LIMIT],
         "traceback": tb,
     }

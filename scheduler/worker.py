@@ -119,6 +119,8 @@ class _Horse:
     order_w: int
     out_r: int
     rep_r: int
+    # The report pipe holds the largest report: read it after the exit, not while it runs.
+    report_fits: bool = False
 
     def close_order(self) -> None:
         """Close the order pipe: the horse's read sees end of file after the order."""
@@ -310,7 +312,9 @@ class Worker:
             # run's horse, so the fork and the horse's set-up are off the next run's path.
             self._spare = self._spawn(current)
         try:
-            self._watch(run_id, watch, current.out_r, current.rep_r, tail)
+            # One wake-up fewer per run when the report waits in its pipe until the exit.
+            report_r = None if current.report_fits else current.rep_r
+            self._watch(run_id, watch, current.out_r, report_r, tail)
             self._kill_group(current.pid)
             self._drain(current.out_r, tail, watch, current.rep_r)
             status, rusage = self._reap_horse(current.pid)
@@ -349,10 +353,12 @@ class Worker:
         out_r, out_w = os.pipe()
         rep_r, rep_w = os.pipe()
         order_r, order_w = os.pipe()
+        report_fits = False
         with contextlib.suppress(OSError):
             import fcntl
 
             fcntl.fcntl(out_w, F_SETPIPE_SZ, PIPE_SIZE)
+            report_fits = fcntl.fcntl(rep_w, F_SETPIPE_SZ, PIPE_SIZE) >= horse.REPORT_LIMIT
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the horse would print the parent's buffered lines again
         parent = os.getpid()
@@ -367,7 +373,7 @@ class Worker:
         os.close(order_r)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done by the horse; whoever is first wins the race
-        return _Horse(pid, order_w, out_r, rep_r)
+        return _Horse(pid, order_w, out_r, rep_r, report_fits)
 
     def _dismiss_spare(self) -> None:
         """End the horse that was waiting for a run that will not come."""
@@ -378,14 +384,16 @@ class Worker:
         spare.close()
         _reap(spare.pid)
 
-    def _watch(self, run_id: str, watch: _Watch, out_r: int, rep_r: int, tail: OutputTail) -> None:
+    def _watch(
+        self, run_id: str, watch: _Watch, out_r: int, rep_r: int | None, tail: OutputTail
+    ) -> None:
         pidfd = os.pidfd_open(watch.pid)
         poller = select.poll()
-        for fd in (out_r, rep_r, pidfd):
+        open_fds = {out_r} if rep_r is None else {out_r, rep_r}
+        for fd in (*open_fds, pidfd):
             poller.register(fd, select.POLLIN)
         if self._wakeup_r is not None:
             poller.register(self._wakeup_r, select.POLLIN)
-        open_fds = {out_r, rep_r}
         # The first heartbeat records the horse's pid; it waits a moment, so that most short
         # runs finish without that extra round trip (the pid is in their final record).
         next_beat = time.monotonic() + min(FIRST_BEAT_S, self.settings.heartbeat_s)
@@ -425,7 +433,7 @@ class Worker:
         events: list[tuple[int, int]],
         pidfd: int,
         out_r: int,
-        rep_r: int,
+        rep_r: int | None,
         open_fds: set[int],
         tail: OutputTail,
         watch: _Watch,
@@ -757,8 +765,18 @@ def _by_report(report: dict[str, Any], code: int, timeout_s: float) -> Outcome:
     if kind == "exec-failed":
         message = (error or {}).get("message", "cannot execute the program")
         return Outcome(RunStatus.FAILED, reason=message, exit_code=code, error=error)
-    summary = f"{(error or {}).get('type', 'error')}: {(error or {}).get('message', '')}"
+    summary = f"{(error or {}).get('type', 'error')}: {_brief((error or {}).get('message', ''))}"
     return Outcome(RunStatus.FAILED, reason=f"raised {summary}", exit_code=code, error=error)
+
+
+REASON_MESSAGE_LIMIT = 200
+
+
+def _brief(message: str) -> str:
+    """An exception message as a reason shows it: bounded (the whole one is in `error`)."""
+    if len(message) <= REASON_MESSAGE_LIMIT:
+        return message
+    return message[:REASON_MESSAGE_LIMIT] + f"... ({len(message)} characters)"
 
 
 def _parse_report(data: bytes) -> dict[str, Any] | None:

@@ -35,6 +35,16 @@ def test_returns_completed_with_output_and_result(run_job: RunJob) -> None:
     assert_no_group(run)
 
 
+def test_the_largest_error_report_gets_through(run_job: RunJob) -> None:
+    run = run_job("raises-huge", timeout=30)
+    assert run.status is RunStatus.FAILED, run.reason
+    assert run.error is not None and run.error["type"] == "ValueError"
+    smile = "\U0001f600"
+    assert run.error["message"] == smile * 32 * 1024  # bounded, whole
+    assert run.reason == f"raised ValueError: {smile * 200}... (32768 characters)"
+    assert_no_group(run)
+
+
 def test_raises_failed_with_traceback(run_job: RunJob) -> None:
     run = run_job("raises")
     assert run.status is RunStatus.FAILED

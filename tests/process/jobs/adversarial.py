@@ -25,6 +25,12 @@ def raises() -> None:
     raise ValueError("boom")
 
 
+@job(NEVER, name="raises-huge")
+def raises_huge() -> None:
+    # Each character is 12 bytes of JSON in the report: far more than a pipe's default 64 KiB.
+    raise ValueError("\U0001f600" * 100_000)
+
+
 @job(NEVER, name="exit-0")
 def exit_0() -> None:
     sys.exit(0)
