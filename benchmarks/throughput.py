@@ -48,17 +48,19 @@ def _log_like_the_cli() -> None:
 
 
 class _Meter:
-    """Wall time, CPU of this process and of its reaped children, and children's page faults."""
+    """Wall time, CPU and page faults of this process and of its reaped children."""
 
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
         self.times0 = os.times()
         self.faults0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+        self.own_faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
     def done(self, n: int) -> dict[str, float]:
         wall = time.perf_counter() - self.t0
         t = os.times()
         faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - self.faults0
+        own_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.own_faults0
         parent_cpu = (t.user - self.times0.user) + (t.system - self.times0.system)
         child_cpu = (t.children_user - self.times0.children_user) + (
             t.children_system - self.times0.children_system
@@ -70,6 +72,7 @@ class _Meter:
             "parent_cpu_ms_per_run": parent_cpu * 1000 / n,
             "horse_cpu_ms_per_run": child_cpu * 1000 / n,
             "horse_minor_faults_per_run": faults / n,
+            "parent_minor_faults_per_run": own_faults / n,
             "rss_kb": rss_kb(),
         }
 
@@ -409,6 +412,17 @@ def _resource_rows(
         comparison=(
             f"RQ {_med(rq, 'horse_minor_faults_per_run'):.0f}; "
             f"bare loop {_med(bare, 'horse_minor_faults_per_run'):.0f}"
+        ),
+        target="report",
+    )
+    result.add(
+        "worker parent page faults per run",
+        _med(ours, "parent_minor_faults_per_run"),
+        "",
+        fmt="{:.0f}",
+        comparison=(
+            f"RQ {_med(rq, 'parent_minor_faults_per_run'):.0f}; "
+            f"bare loop {_med(bare, 'parent_minor_faults_per_run'):.0f}"
         ),
         target="report",
     )
