@@ -310,7 +310,10 @@ class Worker:
         if not self.shutdown_requests:
             # While this run works (on the other core, when there is one), fork the next
             # run's horse, so the fork and the horse's set-up are off the next run's path.
-            self._spare = self._spawn(current)
+            try:
+                self._spare = self._spawn(current)
+            except OSError as exc:  # out of processes or memory: fork the next one later
+                log.warning("run %s: cannot fork the next run's horse yet (%s)", run_id, exc)
         try:
             # One wake-up fewer per run when the report waits in its pipe until the exit.
             report_r = None if current.report_fits else current.rep_r
@@ -363,7 +366,12 @@ class Worker:
             stream.flush()  # or the horse would print the parent's buffered lines again
         parent = os.getpid()
         inherited = (running.out_r, running.rep_r) if running else ()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (out_r, out_w, rep_r, rep_w, order_r, order_w):
+                os.close(fd)
+            raise
         if pid == 0:  # pragma: no cover - the horse; measured by the process tests
             for fd in (out_r, rep_r, order_w, *inherited):
                 os.close(fd)
