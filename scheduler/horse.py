@@ -273,6 +273,9 @@ def describe_exception(exc: BaseException) -> dict[str, str]:
 
 def _report(report_fd: int, message: dict[str, Any]) -> None:
     data = (json.dumps(message) + "\n").encode()
+    if len(data) > REPORT_LIMIT:  # e.g. an unusable result's unbounded type name
+        note = f"a report of {len(data)} bytes was cut to its outcome"
+        data = (json.dumps({"outcome": message.get("outcome"), "note": note}) + "\n").encode()
     try:
         while data:
             written = os.write(report_fd, data)

@@ -685,6 +685,10 @@ class Store:
             raise
         return bool(reply[0]), str(reply[1]), taken
 
+    def inbox_head(self, worker: str) -> str | None:
+        """The first run id in the worker's inbox (moved from a queue, not claimed yet)."""
+        return cast(str | None, self.redis.lindex(self.keys.inbox(worker), 0))
+
     def give_back(self, worker: str, run_id: str, queue: str) -> bool:
         """Return a run id this worker moved into its inbox, unclaimed, to the head of `queue`."""
         k = self.keys

@@ -167,6 +167,8 @@ class Worker:
         # trip for both); `_may_take` says whether the loop will run another one.
         self._next: str | None = None
         self._may_take = False
+        # A reply was lost: an id may sit in this worker's inbox, moved but not claimed.
+        self._check_inbox = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -219,14 +221,15 @@ class Worker:
                     done += self._serve_one()
                 except ConnectionErrors as exc:
                     log.warning("worker %s: Redis unreachable (%s); retrying", self.id, exc)
+                    self._check_inbox = True
                     self._sleep(1.0)
         finally:
             self._dismiss_spare()
         self._may_take = False
         self._deliver_pending(final=True)
-        self._give_back()
-        with contextlib.suppress(*ConnectionErrors):
-            self.store.unregister_worker(self.id)
+        if self._give_back():
+            with contextlib.suppress(*ConnectionErrors):
+                self.store.unregister_worker(self.id)
         log.info("worker %s: stopped", self.id)
         return 0
 
@@ -234,6 +237,9 @@ class Worker:
         self._deliver_pending()
         self._maintain()
         run_id, self._next = self._next, None
+        if run_id is None and self._check_inbox:
+            run_id = self.store.inbox_head(self.id)
+            self._check_inbox = False
         if run_id is None:
             run_id = self.store.wait_for_run(self.id, self.queues, self.settings.idle_wait_s)
         if run_id is None:
@@ -300,7 +306,10 @@ class Worker:
         self, run_id: str, spec: JobSpec, timeout_s: float, env: dict[str, str]
     ) -> Outcome:
         order = horse.order_bytes(spec.name, timeout_s, env)
-        current = self._start(order)
+        try:
+            current = self._start(order)
+        except OSError as exc:  # nothing runs: fork failed, or horses die before their order
+            return Outcome(RunStatus.FAILED, reason=f"no horse could be started: {exc}")
         now = time.monotonic()
         watch = _Watch(current.pid, backstop=now + timeout_s + self.settings.grace_s)
         tail = OutputTail(self.settings.output_limit)
@@ -348,14 +357,19 @@ class Worker:
             finally:
                 ready.close_order()
             return ready
-        # A fresh horse died before reading its order: watch it; its exit status tells why.
-        return ready
+        raise OSError("two horses in a row died before taking the run")
 
     def _spawn(self, running: _Horse | None = None) -> _Horse:
         """Fork a horse that sets itself up, then waits for its order (horse.serve)."""
-        out_r, out_w = os.pipe()
-        rep_r, rep_w = os.pipe()
-        order_r, order_w = os.pipe()
+        fds: list[int] = []
+        try:
+            for _pipe in range(3):
+                fds += os.pipe()
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        out_r, out_w, rep_r, rep_w, order_r, order_w = fds
         report_fits = False
         with contextlib.suppress(OSError):
             import fcntl
@@ -373,9 +387,12 @@ class Worker:
                 os.close(fd)
             raise
         if pid == 0:  # pragma: no cover - the horse; measured by the process tests
-            for fd in (out_r, rep_r, order_w, *inherited):
-                os.close(fd)
-            horse.serve(self.specs, order_r, out_w, rep_w, parent)
+            try:
+                for fd in (out_r, rep_r, order_w, *inherited):
+                    os.close(fd)
+                horse.serve(self.specs, order_r, out_w, rep_w, parent)
+            finally:
+                os._exit(horse.EXIT_FAILED)  # never back into the worker's code
         os.close(out_w)
         os.close(rep_w)
         os.close(order_r)
@@ -580,6 +597,7 @@ class Worker:
             try:
                 self._deliver(report)
             except ConnectionErrors as exc:
+                self._check_inbox = True  # the reply may be lost after a next id was taken
                 if not final:
                     log.warning("run %s: report waits for Redis (%s)", report.run_id, exc)
                     return
@@ -607,16 +625,21 @@ class Worker:
             )
         self._pending.clear()
 
-    def _give_back(self) -> None:
-        """Return a run id taken with the last report but not claimed (the worker stops)."""
+    def _give_back(self) -> bool:
+        """Return a run id taken with the last report but not claimed (the worker stops).
+
+        False when Redis could not be told: then the worker must stay registered, so that
+        the reaper finds the id in its inbox once the worker's heartbeat has expired.
+        """
         run_id, self._next = self._next, None
         if run_id is None:
-            return
+            return True
         try:
             self.store.give_back(self.id, run_id, self.queues[0])
         except ConnectionErrors as exc:
-            # It stays in this worker's inbox, where the reaper finds it once we are gone.
             log.warning("run %s: cannot give it back to its queue yet (%s)", run_id, exc)
+            return False
+        return True
 
     def _deliver(self, report: _Report) -> None:
         args = (
@@ -628,7 +651,8 @@ class Worker:
             report.fields,
             report.retry,
         )
-        if self._may_take and not self.shutdown_requests and len(self._pending) == 1:
+        take = self._may_take and not self.shutdown_requests and self._next is None
+        if take and len(self._pending) == 1:
             recorded, current, self._next = self.store.finish_and_take(*args, self.queues[0])
         else:
             recorded, current = self.store.finish(*args)

@@ -130,7 +130,9 @@ def test_finish_and_take_records_the_run_and_takes_the_next_in_one_step(store: S
     assert store.get_run(first["id"]).status is RunStatus.COMPLETED
     assert taken == run_id_for("j", T0 + timedelta(minutes=1))
     assert store.queue_depth("default") == 0
+    assert store.inbox_head("w1") == taken
     second = store.claim("w1", taken, 10)
+    assert store.inbox_head("w1") is None
     assert second is not None and second["status"] == "running"
     # An empty queue: the report is recorded and nothing is taken. Redis lost its scripts
     # (restarted, SCRIPT FLUSH) in between: the report still goes through.
