@@ -881,9 +881,7 @@ class Store:
             inbox = k.inbox(wid)
             for run_id in cast(list[str], self.redis.lrange(inbox, 0, -1)):
                 queue = cast(str | None, self.redis.hget(k.run(run_id), "queue")) or "default"
-                requeued += int(
-                    self._requeue(keys=[inbox, k.queue(queue), k.run(run_id)], args=[run_id])
-                )
+                requeued += int(self.give_back(wid, run_id, queue))
             if not self.redis.exists(inbox):
                 self.redis.zrem(k.workers, wid)
         return requeued
