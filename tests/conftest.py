@@ -1,13 +1,38 @@
-"""Shared fixtures: a private redis-server per test session, flushed for every test."""
+"""Shared fixtures: a private redis-server per test session, flushed for every test.
+
+Every test belongs to the tier named by its folder under tests/ (a pytest marker of that
+name), so `pytest -m unit` runs the fast tests alone and `pytest -m "not faults"` skips the
+slowest. A new folder is a new tier: name it in TIERS and in pyproject.toml's markers.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from scheduler.embedded import EmbeddedRedis
 from scheduler.store import Store
+
+HERE = Path(__file__).parent
+TIERS = ("unit", "store", "process", "faults", "secure", "deploy", "cli", "bench")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with the tier of its folder; a test outside every tier is an error."""
+    for item in items:
+        try:
+            tier = item.path.relative_to(HERE).parts[0]
+        except ValueError:
+            continue  # not under tests/ (a path given on the command line elsewhere)
+        if tier not in TIERS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: tests/{tier} is not a test tier; "
+                f"put the test under one of tests/{{{','.join(TIERS)}}}/ or add the tier "
+                "to TIERS in tests/conftest.py and to markers in pyproject.toml"
+            )
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
