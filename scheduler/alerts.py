@@ -33,9 +33,9 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scheduler import __version__
-from scheduler.api import check_hook
 from scheduler.errors import InvalidOption
 from scheduler.model import JobSpec, Run, RunStatus, format_seconds
+from scheduler.options import check_hook
 from scheduler.store import mask_url
 
 log = logging.getLogger("sched.alerts")

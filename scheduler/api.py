@@ -12,54 +12,35 @@ import difflib
 import functools
 import inspect
 import os
-import re
 import sys
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from types import CodeType, FrameType, FunctionType
-from typing import Any, NamedTuple, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar, Unpack, cast
 
-from scheduler import cron
 from scheduler.durations import parse_duration
 from scheduler.errors import DefinitionError, InvalidOption, Problem
-from scheduler.model import Catchup, JobSpec, Overlap
+from scheduler.model import JobSpec
+from scheduler.options import (
+    CHECKED,
+    NAMES,
+    CommandOptions,
+    JobOptions,
+    Option,
+    check_cron,
+    check_name,
+    check_tz,
+    is_name,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_TIMEOUT_S = 3600.0
-RETRY_ON = ("failed", "timed-out", "lost")
-OPTIONS = (
-    "schedule",
-    "every",
-    "name",
-    "tz",
-    "timeout",
-    "overlap",
-    "catchup",
-    "catchup_limit",
-    "retries",
-    "retry_backoff",
-    "retry_on",
-    "misfire_grace",
-    "queue",
-    "description",
-    "on_failure",
-    "on_late",
-    "expected_duration",
-)
-_NAME = re.compile(r"[A-Za-z0-9._-]+")
-_NAME_EXPECTED = "letters, digits, '.', '_' and '-' only, e.g. {example}"
 _SCHEDULE_EXAMPLE = "e.g. '*/5 * * * *' for a cron schedule or every='30s'"
-HOOK_EXPECTED = (
-    "expected an http(s) URL or a command as a list of strings, "
-    "e.g. {option}='https://alerts.example.com/sched' or {option}=['notify-send', 'sched']"
-)
+_KNOWN = frozenset(NAMES)
 
 
 def default_tz() -> str:
@@ -121,6 +102,7 @@ class Collector:
     """What the loader gathers while it imports a jobs folder."""
 
     root: Path
+    # The load's settings: the values of the options that name them (options.Option.setting).
     tz: str
     timeout_s: float
     specs: list[JobSpec] = field(default_factory=list)
@@ -148,59 +130,14 @@ def collecting(collector: Collector) -> Iterator[Collector]:
         _active.reset(token)
 
 
-class _Options(NamedTuple):
-    """The options shared by `job` and `command`, as written."""
+def job(schedule: str | None = None, **options: Unpack[JobOptions]) -> Callable[[F], F]:
+    """Define a job that runs the decorated function; the function is returned unchanged.
 
-    schedule: object
-    every: object
-    name: object
-    tz: object
-    timeout: object
-    overlap: object
-    catchup: object
-    catchup_limit: object
-    retries: object
-    retry_backoff: object
-    retry_on: object
-    misfire_grace: object
-    queue: object
-    description: object
-    on_failure: object
-    on_late: object
-    expected_duration: object
-    unknown: dict[str, object]
-
-
-def job(
-    schedule: str | None = None,
-    *,
-    every: str | float | None = None,
-    name: str | None = None,
-    tz: str | None = None,
-    timeout: str | float | None = None,
-    overlap: str = "skip",
-    catchup: str = "latest",
-    catchup_limit: int = 100,
-    retries: int = 0,
-    retry_backoff: str | float = "1m",
-    retry_on: str | list[str] | tuple[str, ...] = RETRY_ON,
-    misfire_grace: str | float | None = None,
-    queue: str = "default",
-    description: str = "",
-    on_failure: str | list[str] | tuple[str, ...] | None = None,
-    on_late: str | list[str] | tuple[str, ...] | None = None,
-    expected_duration: str | float | None = None,
-    **unknown: object,
-) -> Callable[[F], F]:
-    """Define a job that runs the decorated function; the function is returned unchanged."""
+    The options are scheduler/options.py's JobOptions (README's "Defining jobs" table).
+    """
     frame = sys._getframe(1)
     where = (frame.f_code.co_filename, _line_of(frame))
     del frame
-    options = _Options(
-        schedule, every, name, tz, timeout, overlap, catchup, catchup_limit, retries,
-        retry_backoff, retry_on, misfire_grace, queue, description, on_failure, on_late,
-        expected_duration, unknown,
-    )  # fmt: skip
     if callable(schedule):
         # Written as a bare `@job`: the "schedule" is the function itself.
         func = schedule
@@ -213,9 +150,10 @@ def job(
         )
         _submit(None, [problem])
         return func
+    written = cast(dict[str, Any], options)
 
     def decorate(func: F) -> F:
-        spec, problems = _define(where, options, func=func, argv=None)
+        spec, problems = _define(where, schedule, written, func=func, argv=None)
         _submit(spec, problems)
         return func
 
@@ -226,34 +164,17 @@ def command(
     name: str,
     schedule: str | None = None,
     argv: list[str] | tuple[str, ...] | None = None,
-    *,
-    every: str | float | None = None,
-    tz: str | None = None,
-    timeout: str | float | None = None,
-    overlap: str = "skip",
-    catchup: str = "latest",
-    catchup_limit: int = 100,
-    retries: int = 0,
-    retry_backoff: str | float = "1m",
-    retry_on: str | list[str] | tuple[str, ...] = RETRY_ON,
-    misfire_grace: str | float | None = None,
-    queue: str = "default",
-    description: str = "",
-    on_failure: str | list[str] | tuple[str, ...] | None = None,
-    on_late: str | list[str] | tuple[str, ...] | None = None,
-    expected_duration: str | float | None = None,
-    **unknown: object,
+    **options: Unpack[CommandOptions],
 ) -> JobSpec | None:
-    """Define a job that runs an external program (argv, no shell); None if it has problems."""
+    """Define a job that runs an external program (argv, no shell); None if it has problems.
+
+    The options are scheduler/options.py's CommandOptions (README's "Defining jobs" table).
+    """
     frame = sys._getframe(1)
     where = (frame.f_code.co_filename, _line_of(frame))
     del frame
-    options = _Options(
-        schedule, every, name, tz, timeout, overlap, catchup, catchup_limit, retries,
-        retry_backoff, retry_on, misfire_grace, queue, description, on_failure, on_late,
-        expected_duration, unknown,
-    )  # fmt: skip
-    spec, problems = _define(where, options, func=None, argv=argv)
+    written: dict[str, Any] = {**options, "name": name}
+    spec, problems = _define(where, schedule, written, func=None, argv=argv)
     _submit(spec, problems)
     return spec
 
@@ -304,7 +225,8 @@ def expected_line(text: str | None) -> str | None:
 
 def _define(
     where: tuple[str, int],
-    options: _Options,
+    schedule: object,
+    options: dict[str, Any],
     *,
     func: Callable[..., Any] | None,
     argv: object,
@@ -312,13 +234,13 @@ def _define(
     path, line = display_path(where[0]), where[1]
     checker = _Checker(path, line)
     collector = _active.get()
-    checker.job = _check_name(checker, options.name, func, where[0], collector)
-    if options.unknown:
-        _check_unknown(checker, options.unknown)
+    checker.job = _check_name(checker, options.get("name"), func, where[0], collector)
+    if not _KNOWN.issuperset(options):
+        _check_unknown(checker, [key for key in options if key not in _KNOWN])
     if func is not None:
         _check_callable(checker, func, collector)
     checked_argv = _check_argv(checker, argv) if func is None else None
-    cron_expr, every_s = _check_schedule(checker, options.schedule, options.every)
+    cron_expr, every_s = _check_schedule(checker, schedule, options.get("every"))
     values = _checked_options(checker, options, collector)
     if checker.problems or checker.job is None:
         return None, checker.problems
@@ -336,7 +258,7 @@ def _define(
 
 
 def _checked_options(
-    checker: _Checker, options: _Options, collector: Collector | None
+    checker: _Checker, options: dict[str, Any], collector: Collector | None
 ) -> dict[str, Any]:
     """The option values; in a load, definitions that write them alike are checked once."""
     if collector is None:
@@ -355,6 +277,7 @@ def _checked_options(
 # Entries per memo of a load: distinct option sets are usually few (100,000 generated jobs may
 # share a handful); the cap bounds the memory of a folder where each job is different.
 _MEMO_MAX = 10_000
+_CHECKED_NAMES = tuple(option.name for option in CHECKED)
 
 
 def forget_validated() -> None:
@@ -364,9 +287,9 @@ def forget_validated() -> None:
     _last_table[:] = [None, (array("l"), array("l"))]
 
 
-def _options_key(options: _Options) -> tuple[object, ...] | None:
+def _options_key(options: dict[str, Any]) -> tuple[object, ...] | None:
     """What the option checks of a load depend on, or None when it cannot be a dict key."""
-    written: tuple[object, ...] = options[3:17]  # tz .. expected_duration: all they read
+    written = tuple(map(options.get, _CHECKED_NAMES))  # every option the checks read
     # The types too: 1, 1.0 and True are equal keys but not equally valid values.
     key = (written, tuple(map(type, written)))
     try:
@@ -397,7 +320,7 @@ def _check_name(
         checker.add("a command needs a name", "expected command('pg-dump', SCHEDULE, ARGV)")
         return None
     default = f"{_module_of(func, filename, collector)}.{_func_name(func)}"
-    if _NAME.fullmatch(default):
+    if is_name(default):
         return default
     checker.add(
         f"cannot use {default!r} as the job name: it may only have letters, digits, '.', '_', '-'",
@@ -430,26 +353,10 @@ def _func_name(func: object) -> str:
     return str(getattr(func, "__name__", type(func).__name__))
 
 
-def check_name(option: str, value: object, *, example: str) -> str:
-    """A job or queue name: non-empty letters, digits, '.', '_', '-'; else InvalidOption."""
-    if isinstance(value, str) and _NAME.fullmatch(value):
-        return value
-    expected = _NAME_EXPECTED.format(example=example)
-    if not isinstance(value, str):
-        raise InvalidOption(option, value, f"a {type(value).__name__} is not a name", expected)
-    if not value:
-        raise InvalidOption(option, value, "empty", expected)
-    bad = sorted({ch for ch in value if not _NAME.fullmatch(ch)})
-    if bad:
-        why = "contains " + ", ".join(repr(ch) for ch in bad)
-        raise InvalidOption(option, value, why, expected)
-    return value
-
-
-def _check_unknown(checker: _Checker, unknown: dict[str, object]) -> None:
+def _check_unknown(checker: _Checker, unknown: list[str]) -> None:
     for key in unknown:
-        close = difflib.get_close_matches(key, OPTIONS, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(OPTIONS)
+        close = difflib.get_close_matches(key, NAMES, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(NAMES)
         checker.add(f"unknown option {key!r}", hint)
 
 
@@ -545,184 +452,26 @@ def _check_schedule(
     return checker.check(check_cron, schedule), None
 
 
-def check_cron(value: object) -> str:
-    """A cron expression normalised by cron.validate, or InvalidOption('cron', ...)."""
-    if not isinstance(value, str):
-        why = f"a {type(value).__name__} is not a cron expression"
-        raise InvalidOption("cron", value, why, "a string such as '*/5 * * * *' or '@daily'")
-    try:
-        return cron.validate(value)
-    except cron.CronError as exc:
-        raise InvalidOption("cron", value, exc.why, exc.expected) from None
-
-
-def check_tz(value: object) -> str:
-    """An IANA zone name that zoneinfo knows, or InvalidOption('tz', ...)."""
-    if not isinstance(value, str):
-        why = f"a {type(value).__name__} is not a zone name"
-        raise InvalidOption("tz", value, why, "an IANA zone such as 'Europe/Berlin' or 'UTC'")
-    try:
-        cron.zone(value)
-    except cron.CronError as exc:
-        raise InvalidOption("tz", value, exc.why, exc.expected) from None
-    return value
-
-
 def _check_options(
-    checker: _Checker, options: _Options, collector: Collector | None
+    checker: _Checker, options: dict[str, Any], collector: Collector | None
 ) -> dict[str, Any]:
-    """The JobSpec fields other than name, schedule, func and argv."""
-    if options.tz is not None:
-        tz = checker.check(check_tz, options.tz)
-    elif collector is not None:
-        tz = collector.tz  # checked once by the loader, not once per job
-    else:
-        tz = checker.check(check_tz, default_tz())
-    timeout_s = (
-        checker.check(parse_duration, options.timeout)
-        if options.timeout is not None
-        else (collector.timeout_s if collector is not None else DEFAULT_TIMEOUT_S)
-    )
-    grace = options.misfire_grace
-    return {
-        "tz": tz,
-        "timeout_s": timeout_s,
-        "overlap": checker.check(lambda v: check_choice("overlap", v, Overlap), options.overlap),
-        "catchup": checker.check(lambda v: check_choice("catchup", v, Catchup), options.catchup),
-        "catchup_limit": checker.check(
-            lambda v: check_count("catchup_limit", v, minimum=1), options.catchup_limit
-        ),
-        "retries": checker.check(lambda v: check_count("retries", v, minimum=0), options.retries),
-        "retry_backoff_s": checker.check(
-            lambda v: parse_duration(v, option="retry_backoff"), options.retry_backoff
-        ),
-        "retry_on": checker.check(check_retry_on, options.retry_on),
-        "misfire_grace_s": None
-        if grace is None
-        else checker.check(lambda v: parse_duration(v, option="misfire_grace"), grace),
-        "queue": checker.check(
-            lambda v: check_name("queue", v, example="queue='heavy'"), options.queue
-        ),
-        "description": checker.check(check_description, options.description),
-        **_check_alerting(checker, options),
-    }
-
-
-def check_retry_on(value: object) -> tuple[str, ...]:
-    """Statuses that earn a retry: some of failed, timed-out, lost."""
-    items = (value,) if isinstance(value, str) else value
-    expected = f"some of {', '.join(repr(s) for s in RETRY_ON)}, e.g. retry_on=['failed']"
-    if not isinstance(items, list | tuple) or not items:
-        raise InvalidOption("retry_on", value, "not a status or a list of them", expected)
-    for item in items:
-        if item not in RETRY_ON:
-            raise InvalidOption("retry_on", value, f"{item!r} cannot be retried", expected)
-    return tuple(dict.fromkeys(str(item) for item in items))
-
-
-def _check_alerting(checker: _Checker, options: _Options) -> dict[str, Any]:
-    """The JobSpec fields of the alert hooks: on_failure, on_late, expected_duration_s."""
-    values: dict[str, Any] = {"on_failure": None, "on_late": None, "expected_duration_s": None}
-    if options.on_failure is not None:
-        values["on_failure"] = checker.check(
-            lambda v: check_hook("on_failure", v), options.on_failure
-        )
-    if options.on_late is not None:
-        values["on_late"] = checker.check(lambda v: check_hook("on_late", v), options.on_late)
-    if options.expected_duration is not None:
-        values["expected_duration_s"] = checker.check(
-            lambda v: parse_duration(v, option="expected_duration"), options.expected_duration
-        )
+    """The JobSpec fields the declared options fill (all but name and every)."""
+    values: dict[str, Any] = {}
+    for option in CHECKED:
+        value = options.get(option.name)
+        if value is not None:
+            check = option.check
+            assert check is not None  # CHECKED holds the options that have one
+            values[option.field] = checker.check(functools.partial(check, option.name), value)
+        elif option.setting is not None:
+            values[option.field] = _setting(checker, collector, option)
     return values
 
 
-def check_hook(option: str, value: object, *, expected: str | None = None) -> str | tuple[str, ...]:
-    """An alert hook: an http(s) URL, or a command as a non-empty list of strings (a tuple)."""
-    expected = expected or HOOK_EXPECTED.format(option=option)
-    if isinstance(value, str):
-        return _check_hook_url(option, value, expected)
-    if not isinstance(value, list | tuple):
-        why = f"a {type(value).__name__} is neither a URL nor a command"
-        raise InvalidOption(option, value, why, expected)
-    if not value:
-        raise InvalidOption(option, value, "an empty command", expected)
-    wrong = [item for item in value if not isinstance(item, str)]
-    if wrong:
-        raise InvalidOption(option, value, f"{wrong[0]!r} is not a string", expected)
-    if not value[0]:
-        raise InvalidOption(option, value, "the program name is empty", expected)
-    return tuple(value)
-
-
-def _check_hook_url(option: str, value: str, expected: str) -> str:
-    # Problems are printed by `sched check` and land in CI logs: never show a password.
-    shown = _mask_password(value)
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        # Not urllib's text: it quotes the "port", which may be part of a password.
-        why = "not a valid URL: its port is not a number or its host is malformed"
-        raise InvalidOption(option, shown, why, expected) from None
-    scheme = parts.scheme.lower()
-    if "://" not in value:
-        why = "a single string that is not a URL, but commands run without a shell"
-        expected += " (shlex.split turns a command line into a list)"
-    elif scheme not in ("http", "https"):
-        why = f"scheme {scheme!r} is not http or https"
-    elif not parts.hostname:
-        why = "the URL has no host"
-    elif any(ch.isspace() or not ch.isprintable() for ch in value):
-        why = "the URL contains whitespace or control characters"
-    else:
-        return value
-    raise InvalidOption(option, shown, why, expected)
-
-
-def _mask_password(url: str) -> str:
-    """The URL with any password replaced by `***`, for messages about malformed URLs too."""
-    # Not store.mask_url: api is imported by every job file and must not pull in redis. The
-    # last '@' is used because a malformed URL may hold an unencoded '@' or '/' in its
-    # password; an '@' in the query may hide more than the password, which is the safe side.
-    head, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{head}://{userinfo.split(':', 1)[0]}:***@{host}"
-
-
-E = TypeVar("E", bound=StrEnum)
-
-
-def check_choice(option: str, value: object, choices: type[E]) -> E:
-    """One of the values of a StrEnum, or InvalidOption listing them all."""
-    if isinstance(value, str):
-        try:
-            return choices(value)
-        except ValueError:
-            pass
-    allowed = [member.value for member in choices]
-    expected = "one of " + ", ".join(repr(a) for a in allowed)
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value.lower(), allowed, n=1)
-        if close:
-            expected += f"; did you mean {close[0]!r}?"
-    why = f"not a known {option} policy"
-    raise InvalidOption(option, value, why, expected)
-
-
-def check_count(option: str, value: object, *, minimum: int) -> int:
-    """A whole number >= minimum (not a bool), or InvalidOption."""
-    expected = f"a whole number, {minimum} or more, e.g. {option}={max(minimum, 2)}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidOption(option, value, "not a whole number", expected)
-    if value < minimum:
-        raise InvalidOption(option, value, f"must be {minimum} or more", expected)
-    return value
-
-
-def check_description(value: object) -> str:
-    """A description is any string."""
-    if not isinstance(value, str):
-        raise InvalidOption("description", value, f"a {type(value).__name__}", "a string")
-    return value
+def _setting(checker: _Checker, collector: Collector | None, option: Option) -> Any:
+    """The value of an option not written that a setting gives: the load's, else the default."""
+    if collector is not None:
+        return getattr(collector, str(option.setting))
+    if option.name == "tz":  # SCHED_TZ; a load checks it once, a lone definition each time
+        return checker.check(check_tz, default_tz())
+    return option.default_value()

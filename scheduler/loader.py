@@ -15,7 +15,6 @@ from pathlib import Path
 
 from scheduler.api import (
     Collector,
-    check_tz,
     collecting,
     display_path,
     expected_line,
@@ -26,7 +25,8 @@ from scheduler.api import (
 )
 from scheduler.durations import parse_duration
 from scheduler.errors import DefinitionError, InvalidOption, Problem
-from scheduler.model import JobSpec
+from scheduler.model import DEFAULT_TIMEOUT_S, JobSpec
+from scheduler.options import check_tz
 
 # What the last load_jobs left behind (its folder on sys.path, the modules it imported), so
 # the next one can take it away: two folders loaded in one process must not see each other's
@@ -49,7 +49,7 @@ def load_jobs(
     folder: str | Path,
     *,
     default_tz: str | None = None,
-    default_timeout_s: float = 3600.0,
+    default_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, JobSpec]:
     """Import every job file under `folder`; the specs by name, ordered by path then line."""
     timeout_s = parse_duration(default_timeout_s, option="default timeout")

@@ -57,6 +57,16 @@ class Catchup(StrEnum):
     ALL = "all"
 
 
+DEFAULT_TIMEOUT_S = 3600.0
+"""The timeout of a job that names none, unless its load is given another."""
+RETRYABLE: tuple[str, ...] = (
+    RunStatus.FAILED.value,
+    RunStatus.TIMED_OUT.value,
+    RunStatus.LOST.value,
+)
+"""The statuses a retry can follow, and the default `retry_on` of a job."""
+
+
 class Trigger(StrEnum):
     """Why a run exists."""
 
@@ -68,12 +78,15 @@ class Trigger(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One job as defined in the jobs folder, validated."""
+    """One job as defined in the jobs folder, validated.
+
+    The defaults of the fields an option fills are that option's (scheduler/options.py).
+    """
 
     name: str
     path: str
     line: int
-    timeout_s: float
+    timeout_s: float = DEFAULT_TIMEOUT_S
     tz: str = "UTC"
     cron: str | None = None
     every_s: float | None = None
@@ -91,7 +104,7 @@ class JobSpec:
     on_failure: str | tuple[str, ...] | None = field(default=None, repr=False)
     on_late: str | tuple[str, ...] | None = field(default=None, repr=False)
     expected_duration_s: float | None = None
-    retry_on: tuple[str, ...] = ("failed", "timed-out", "lost")
+    retry_on: tuple[str, ...] = RETRYABLE
 
     @property
     def kind(self) -> str:

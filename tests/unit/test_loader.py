@@ -6,9 +6,11 @@ read as a user in that folder would type them ("bad/cron.py:4").
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from scheduler import api, command, job, loader
+from scheduler import api, command, job, loader, options
 from scheduler.api import display_path
 from scheduler.errors import DefinitionError, Problem
 from scheduler.loader import job_files, load_jobs, summarize
@@ -750,3 +752,56 @@ def test_what_one_load_remembers_does_not_reach_the_next(tmp_path: Path) -> None
     assert (second["same.nightly"].tz, second["same.nightly"].timeout_s) == ("Asia/Tokyo", 90.0)
     # Nothing of the load is held after it: not even the module's line table.
     assert api._last_table[0] is None
+
+
+# ------------------------------------------------------------------ the option declaration
+
+
+def test_readme_option_table_is_the_declaration() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("| option | default | meaning |")
+    table = readme[start : readme.index("\n\n", start)]
+    assert table == options.markdown_table(), "paste `python -m scheduler.options` into README"
+
+
+def test_every_option_fills_a_jobspec_field_whose_default_is_the_options() -> None:
+    fields = {f.name for f in dataclasses.fields(JobSpec)}
+    assert [o.name for o in options.OPTIONS if o.field not in fields] == []
+    spec = command("defaults", "@daily", ["true"])
+    assert spec is not None
+    for option in options.CHECKED:
+        if option.setting is None:
+            assert getattr(spec, option.field) == option.default_value(), option.name
+
+
+@pytest.mark.parametrize("option", options.CHECKED, ids=lambda o: o.name)
+def test_every_option_is_checked_even_after_a_job_like_it(
+    option: options.Option, tmp_path: Path
+) -> None:
+    # A load checks each distinct set of written options once; an option left out of what it
+    # remembers would let the second definition through unchecked.
+    (tmp_path / "twins.py").write_text(
+        "from scheduler import command\n"
+        "command('plain', '@daily', ['true'])\n"
+        f"command('odd', '@daily', ['true'], {option.name}=object())\n"
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_jobs(tmp_path)
+    assert [(p.line, p.job) for p in caught.value.problems] == [(3, "odd")]
+    assert caught.value.problems[0].message.startswith(f"invalid {option.name} <object ")
+
+
+def test_none_means_the_default() -> None:
+    written = {o.name: None for o in options.OPTIONS if o.name != "name"}
+    spec = command("nones", "@daily", ["true"], **written)  # type: ignore[arg-type]
+    plain = command("nones", "@daily", ["true"])
+    assert spec is not None and plain is not None
+    assert spec == dataclasses.replace(plain, line=spec.line)
+
+
+def test_sched_list_shows_the_listed_options_by_field() -> None:
+    row = options.listed(load_jobs("hooks")["alerts.hourly"])
+    assert (row["timeout_s"], row["overlap"], row["expected_duration_s"]) == (3600.0, "skip", 600.0)
+    assert row["retry_on"] == ["failed", "timed-out", "lost"]
+    assert "on_failure" not in row and "on_late" not in row  # they may hold a password
+    assert json.loads(json.dumps(row)) == row
