@@ -849,6 +849,65 @@ def _timings(grace: str, lease: str, warm_timeout: str | None = None) -> Any:
         raise click.BadParameter(f"{exc}; expected {exc.expected}") from exc
 
 
+DEFAULT_WEB_BIND = "127.0.0.1:8765"
+
+
+def _web_settings(bind: str, read_only: bool, token: str | None) -> Any:
+    from scheduler.web.server import WebConfigError, settings
+
+    try:
+        return settings(bind, read_only=read_only, token=token)
+    except WebConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+@cli.command()
+@click.option(
+    "--bind",
+    default=DEFAULT_WEB_BIND,
+    show_default=True,
+    envvar="SCHED_WEB_BIND",
+    help="HOST:PORT to listen on; anything but loopback needs --token.",
+)
+@click.option(
+    "--read-only",
+    is_flag=True,
+    envvar="SCHED_WEB_READ_ONLY",
+    help="Pages and API only: no actions.",
+)
+@click.option(
+    "--token",
+    default=None,
+    envvar="SCHED_WEB_TOKEN",
+    help="Access token every request must carry (at least 16 characters).",
+)
+@click.pass_obj
+def web(cfg: Config, bind: str, read_only: bool, token: str | None) -> None:
+    """Serve the web dashboard and its JSON API (/api/v1) over a running deployment.
+
+    Pages: overview, each job's fires against its runs, each run (live output), workers;
+    actions: trigger, pause, resume, kill (not with --read-only). `sched run` serves it
+    too, unless given --no-web.
+
+    \b
+    Example:
+      sched web                                   # http://127.0.0.1:8765/
+      SCHED_WEB_TOKEN=... sched web --bind 0.0.0.0:8765 --read-only
+    """
+    from scheduler.web.server import WebConfigError, listen, serve
+
+    _setup_logging()
+    specs = _load(cfg)
+    settings = _web_settings(bind, read_only, token)
+    try:
+        sock = listen(settings)
+    except WebConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    with _store(cfg, start_if_needed=False) as store:
+        url = store.url
+    sys.exit(serve(settings, specs, url, cfg.namespace, sock))
+
+
 @cli.command()
 @click.option(
     "--workers",
@@ -860,6 +919,14 @@ def _timings(grace: str, lease: str, warm_timeout: str | None = None) -> Any:
 )
 @_timing_options
 @_metrics_option
+@click.option(
+    "--web-bind",
+    default=None,
+    envvar="SCHED_WEB_BIND",
+    help=f"Where the dashboard listens (default {DEFAULT_WEB_BIND}, or a free port if taken; "
+    "anything but loopback needs SCHED_WEB_TOKEN).",
+)
+@click.option("--no-web", is_flag=True, envvar="SCHED_NO_WEB", help="Do not serve the dashboard.")
 @click.pass_obj
 def run(
     cfg: Config,
@@ -869,6 +936,8 @@ def run(
     warm_timeout: str | None,
     metrics_port: int | None,
     log_format: str,
+    web_bind: str | None,
+    no_web: bool,
 ) -> None:
     """Start the scheduler and workers (and an embedded Redis unless --redis-url is given).
 
@@ -888,6 +957,17 @@ def run(
     specs = _load(cfg)
     _check_hooks_env()
     timings = _timings(grace, lease, warm_timeout)
+    web_settings = None
+    if not no_web:
+        from scheduler.web.server import WebConfigError, claim_port
+
+        web_settings = _web_settings(
+            web_bind or DEFAULT_WEB_BIND, False, os.environ.get("SCHED_WEB_TOKEN")
+        )
+        try:
+            web_settings = claim_port(web_settings, fall_back=web_bind is None)
+        except WebConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
     server = None
     url = cfg.redis_url
     if url is None:
@@ -919,7 +999,10 @@ def run(
             workers=n_workers,
             timings=timings,
             metrics_port=metrics_port,
+            web=web_settings,
         )
+        if web_settings is not None:
+            logging.getLogger("sched").info("sched: dashboard on %s", web_settings.url)
         code = Supervisor(plan).run()
     finally:
         if server is not None:

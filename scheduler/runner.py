@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import setproctitle
 
@@ -83,6 +84,8 @@ class Plan:
     queues: tuple[str, ...] = ("default",)
     timings: Timings = field(default_factory=Timings)
     metrics_port: int | None = None
+    # The dashboard's settings (scheduler.web.server.WebSettings), or None for no dashboard.
+    web: Any = None
 
     def store(self) -> Store:
         """A new connection to the plan's Redis (one per process)."""
@@ -150,6 +153,14 @@ def run_worker(plan: Plan, index: int = 0) -> int:
     return code
 
 
+def _serve_web(plan: Plan) -> int:
+    # Imported here, in the forked child: the supervisor, which forks the workers, never
+    # loads the web stack or starts its threads.
+    from scheduler.web.server import serve_plan
+
+    return serve_plan(plan)
+
+
 class Supervisor:
     """Forks the children of a plan, forwards signals, restarts what dies."""
 
@@ -209,6 +220,8 @@ class Supervisor:
             self._spawn("scheduler", lambda: run_scheduler(plan))
         elif plan.metrics_port is not None:
             self._spawn("metrics", lambda: run_exporter(plan))
+        if plan.web is not None:
+            self._spawn("web", lambda: _serve_web(plan))
         for i in range(plan.workers):
             self._spawn(f"worker-{i + 1}", lambda i=i: run_worker(plan, i))  # type: ignore[misc]
         while self.children:

@@ -462,3 +462,14 @@ redis.call('DEL', KEYS[1])
 for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
 """
+
+SUMMARIES = """
+-- Read a few fields of many runs in one call, for views over thousands of runs at once
+-- (the dashboard's strips and timelines); a missing field (or run) is false. The reply is
+-- one JSON array of arrays, so a client parses it at C speed.
+-- KEYS[1..] run hashes
+-- ARGV[1..] field names
+local rows = {}
+for i = 1, #KEYS do rows[i] = redis.call('HMGET', KEYS[i], unpack(ARGV)) end
+return cjson.encode(rows)
+"""

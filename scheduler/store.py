@@ -296,6 +296,56 @@ class Fire(NamedTuple):
     settings: FireSettings
 
 
+# The fields of a RunSummary, in its order; the first must be present on every run.
+SUMMARY_FIELDS = (
+    "id",
+    "status",
+    "scheduled_for",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "trigger",
+    "attempt",
+    "reason",
+)
+# Runs per SUMMARIES call: a bounded argument list and a short hold on the server.
+SUMMARY_BATCH = 5000
+
+
+class RunSummary(NamedTuple):
+    """The few fields of a run that views over thousands of runs draw (times in epoch ms)."""
+
+    id: str
+    status: RunStatus
+    scheduled_ms: int
+    enqueued_ms: int | None
+    started_ms: int | None
+    finished_ms: int | None
+    duration_s: float | None
+    trigger: str
+    attempt: int
+    reason: str | None
+
+
+def _summary(row: Sequence[str | bool | None]) -> RunSummary | None:
+    if not row or not row[0]:
+        return None  # the run was forgotten between the index read and this one
+    v = [None if x is False or x is True or x == "" else str(x) for x in row]
+    return RunSummary(
+        id=str(v[0]),
+        status=RunStatus(v[1] or "queued"),
+        scheduled_ms=int(v[2] or 0),
+        enqueued_ms=int(v[3]) if v[3] is not None else None,
+        started_ms=int(v[4]) if v[4] is not None else None,
+        finished_ms=int(v[5]) if v[5] is not None else None,
+        duration_s=float(v[6]) if v[6] is not None else None,
+        trigger=str(v[7] or "schedule"),
+        attempt=int(v[8] or 1),
+        reason=str(v[9]) if v[9] is not None else None,
+    )
+
+
 class Store:
     """Typed operations over one Redis database and namespace."""
 
@@ -332,6 +382,7 @@ class Store:
         self._kill = self.redis.register_script(scripts.KILL)
         self._requeue = self.redis.register_script(scripts.REQUEUE_INBOX)
         self._drop = self.redis.register_script(scripts.DROP)
+        self._summaries = self.redis.register_script(scripts.SUMMARIES)
 
     # -- connection ----------------------------------------------------------------------
 
@@ -1031,3 +1082,60 @@ class Store:
                 keys = [k.run(run_id), k.all_runs, k.by_job(name), *status_keys]
                 self._drop(keys=keys, args=[run_id], client=pipe)
         return sum(int(x) for x in pipe.execute()) if len(pipe) else 0
+
+    # -- views over many runs --------------------------------------------------------------
+
+    def summaries(self, ids: Sequence[str]) -> list[RunSummary]:
+        """RunSummary of each id that still has a record, in the order given."""
+        out: list[RunSummary] = []
+        for start in range(0, len(ids), SUMMARY_BATCH):
+            chunk = ids[start : start + SUMMARY_BATCH]
+            reply = self._summaries(keys=[self.keys.run(i) for i in chunk], args=SUMMARY_FIELDS)
+            for row in json.loads(reply):
+                summary = _summary(row)
+                if summary is not None:
+                    out.append(summary)
+        return out
+
+    def recent_runs(self, jobs: Sequence[str], count: int) -> dict[str, list[RunSummary]]:
+        """The newest `count` runs of each job (by fire time), oldest first; jobs without
+        runs are left out."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in jobs:
+            pipe.zrevrange(self.keys.by_job(name), 0, count - 1)
+        heads = cast(list[list[str]], pipe.execute())
+        ids = [run_id for head in heads for run_id in reversed(head)]
+        out: dict[str, list[RunSummary]] = {}
+        for summary in self.summaries(ids):
+            out.setdefault(summary.id.split("@", 1)[0], []).append(summary)
+        return out
+
+    def runs_between(
+        self, job: str, since: datetime, until: datetime, limit: int
+    ) -> list[RunSummary]:
+        """The job's runs scheduled in [since, until], oldest first, at most the newest `limit`."""
+        ids = cast(
+            list[str],
+            self.redis.zrevrangebyscore(
+                self.keys.by_job(job), to_ms(until), to_ms(since), start=0, num=limit
+            ),
+        )
+        ids.reverse()
+        return self.summaries(ids)
+
+    def oldest_run_at(self, job: str) -> datetime | None:
+        """The fire time of the job's oldest kept run (history before it was trimmed)."""
+        head = cast(
+            list[tuple[str, float]], self.redis.zrange(self.keys.by_job(job), 0, 0, withscores=True)
+        )
+        return from_ms(int(head[0][1])) if head else None
+
+    def status_counts(self, since: datetime | None, until: datetime | None) -> dict[str, int]:
+        """How many runs of every job have each status, among those scheduled in the window."""
+        low: str | int = to_ms(since) if since else "-inf"
+        high: str | int = to_ms(until) if until else "+inf"
+        pipe = self.redis.pipeline(transaction=False)
+        for status in STATUSES:
+            pipe.zcount(self.keys.by_status(status), low, high)
+        counts = cast(list[int], pipe.execute())
+        return {str(status): int(n) for status, n in zip(STATUSES, counts, strict=True)}

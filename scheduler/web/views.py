@@ -1,0 +1,256 @@
+"""What each page shows, read from the store and the job definitions (no HTTP here)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from scheduler import beat, display
+from scheduler.model import JobSpec, Run, RunStatus, from_ms, iso, to_ms
+from scheduler.store import RunSummary, Store
+from scheduler.web import svg, timeline
+
+WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+MAX_FIRES = 10_000
+
+
+def statuses_and_never() -> list[str]:
+    """What the overview filters a job's last status by: a status, or `never` (no run yet)."""
+    return [*(str(s) for s in RunStatus), "never"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _describe(spec: JobSpec) -> str:
+    return display.describe_schedule(spec)
+
+
+@dataclass
+class JobRow:
+    """One line of the overview."""
+
+    spec: JobSpec
+    description: str
+    next_fire: datetime | None
+    last: RunSummary | None
+    paused: bool
+    strip: Any
+
+
+@dataclass
+class Overview:
+    rows: list[JobRow]
+    total_jobs: int
+    counts: dict[str, int]
+    window: str
+    workers: list[dict[str, str]]
+    queues: dict[str, int]
+    running: int
+    latest: list[Run]
+    now: datetime
+
+
+def overview(
+    store: Store,
+    specs: Mapping[str, JobSpec],
+    *,
+    name: str = "",
+    statuses: Sequence[str] = (),
+    window: str = "24h",
+) -> Overview:
+    """Every job (filtered by name and last status) with its strip, and the fleet's state."""
+    now = datetime.now(UTC)
+    now_ms = to_ms(now)
+    recent = store.recent_runs(list(specs), svg.STRIP_RUNS)
+    paused = store.paused_jobs()
+    rows = []
+    needle = name.strip().lower()
+    for spec in specs.values():
+        if needle and needle not in spec.name.lower():
+            continue
+        runs = recent.get(spec.name, [])
+        last = runs[-1] if runs else None
+        if statuses and (last.status if last else "never") not in statuses:
+            continue
+        rows.append(
+            JobRow(
+                spec=spec,
+                description=_describe(spec),
+                next_fire=beat.next_fire(spec, now) if (spec.cron or spec.every_s) else None,
+                last=last,
+                paused=spec.name in paused,
+                strip=svg.strip(runs, now_ms, f"/jobs/{spec.name}", _strip_label(spec.name, runs)),
+            )
+        )
+    seconds = WINDOWS.get(window, WINDOWS["24h"])
+    queues = sorted({spec.queue for spec in specs.values()} | {"default"})
+    return Overview(
+        rows=rows,
+        total_jobs=len(specs),
+        counts=store.status_counts(now - timedelta(seconds=seconds), None),
+        window=window if window in WINDOWS else "24h",
+        workers=store.workers(),
+        queues={q: store.queue_depth(q) for q in queues},
+        running=store.running_count(),
+        latest=store.history(limit=8),
+        now=now,
+    )
+
+
+def _strip_label(job: str, runs: Sequence[RunSummary]) -> str:
+    counts = display.status_counts([r.status for r in runs])
+    return f"{job}: last {counts}" if runs else f"{job}: no runs yet"
+
+
+@dataclass
+class HistoryPage:
+    """One page of run history, newest first, with the cursor of the next page."""
+
+    runs: list[Run]
+    next_until: str | None
+    next_skip: int
+    limit: int
+    counts: str
+
+
+def history_page(
+    store: Store,
+    *,
+    job: str | None,
+    statuses: Sequence[RunStatus],
+    since: datetime | None,
+    until: datetime | None,
+    skip: int,
+    limit: int,
+) -> HistoryPage:
+    """Like `sched history`; pages continue at (until, skip): the last page's oldest fire time
+    and how many runs at exactly that time were already shown."""
+    runs: list[Run] = []
+    skipped = 0
+    for run in store.iter_history(
+        job=job, statuses=statuses, since=since, until=until, limit=limit + skip + 1
+    ):
+        if skipped < skip and until is not None and run.scheduled_for == until:
+            skipped += 1
+            continue
+        runs.append(run)
+        if len(runs) > limit:
+            break
+    more = len(runs) > limit
+    runs = runs[:limit]
+    next_until, next_skip = None, 0
+    if more and runs:
+        oldest = runs[-1].scheduled_for
+        next_until = iso(oldest)
+        next_skip = sum(1 for r in runs if r.scheduled_for == oldest)
+        if until is not None and oldest == until:
+            next_skip += skip
+    return HistoryPage(
+        runs, next_until, next_skip, limit, display.status_counts([r.status for r in runs])
+    )
+
+
+@dataclass
+class JobPage:
+    spec: JobSpec
+    description: str
+    paused: bool
+    next_fires: list[datetime]
+    since: datetime
+    until: datetime
+    timeline: timeline.Timeline
+    picture: Any
+    history: HistoryPage
+    last_fire: datetime | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def job_page(
+    store: Store,
+    spec: JobSpec,
+    *,
+    since: datetime,
+    until: datetime,
+    statuses: Sequence[RunStatus],
+    h_since: datetime | None,
+    h_until: datetime | None,
+    skip: int,
+    limit: int,
+) -> JobPage:
+    """The timeline of the window [since, until] and a page of history."""
+    now = datetime.now(UTC)
+    fires = timeline.expected_fires(spec, since, until, MAX_FIRES + 1)
+    truncated = len(fires) > MAX_FIRES
+    if truncated:
+        fires = fires[-MAX_FIRES:]
+        since = fires[0]
+    runs = store.runs_between(spec.name, since, until, MAX_FIRES * 2)
+    oldest = store.oldest_run_at(spec.name)
+    last_fire = store.last_fires().get(spec.name)
+    tl = timeline.build(
+        spec,
+        fires,
+        runs,
+        since=since,
+        until=until,
+        now=now,
+        oldest_ms=to_ms(oldest) if oldest else None,
+        last_fire_ms=to_ms(last_fire) if last_fire else None,
+        truncated=truncated,
+    )
+    nexts: list[datetime] = []
+    if spec.cron or spec.every_s:
+        after = now
+        for _ in range(5):
+            after = beat.next_fire(spec, after)
+            nexts.append(after)
+    return JobPage(
+        spec=spec,
+        description=_describe(spec),
+        paused=spec.name in store.paused_jobs(),
+        next_fires=nexts,
+        since=since,
+        until=until,
+        timeline=tl,
+        picture=svg.timeline(tl, spec.tz),
+        history=history_page(
+            store,
+            job=spec.name,
+            statuses=statuses,
+            since=h_since,
+            until=h_until,
+            skip=skip,
+            limit=limit,
+        ),
+        last_fire=last_fire,
+    )
+
+
+def worker_rows(store: Store) -> list[dict[str, Any]]:
+    """Live workers, each with its current run's state (its horse) when it has one."""
+    rows: list[dict[str, Any]] = []
+    workers = store.workers()
+    current = [w["current"] for w in workers if w.get("current")]
+    runs = {s.id: s for s in store.summaries(current)}
+    for w in workers:
+        run = runs.get(w.get("current", ""))
+        beat_at = w.get("heartbeat_at")
+        rows.append(
+            {
+                **w,
+                "heartbeat": from_ms(int(beat_at)) if beat_at and beat_at.isdigit() else None,
+                "run": run,
+                "horse": _horse_state(run),
+            }
+        )
+    return rows
+
+
+def _horse_state(run: RunSummary | None) -> str:
+    if run is None:
+        return "idle (next horse ready)"
+    if run.status is RunStatus.RUNNING:
+        return "running"
+    return f"finishing ({run.status})"
