@@ -234,10 +234,12 @@ def _job(ctx: Context, request: Request, form: dict[str, str]) -> Response:
     spec = _spec(ctx, request.path_params["name"])
     q = request.query_params
     now = datetime.now(UTC)
-    window = q.get("window", "24h" if not q.get("from") else "")
-    if window:
+    window = q.get("window", "auto" if not q.get("from") else "")
+    if window == "auto":
+        since, until = views.auto_window(ctx.store, spec, now), now
+    elif window:
         if window not in views.WINDOWS:
-            raise BadInput(f"window {window!r}: expected one of {', '.join(views.WINDOWS)}")
+            raise BadInput(f"window {window!r}: expected auto or one of {', '.join(views.WINDOWS)}")
         since, until = now - timedelta(seconds=views.WINDOWS[window]), now
     else:
         since = parse_when(q.get("from"), "from") or now - timedelta(days=1)

@@ -184,6 +184,7 @@ def timeline(tl: Timeline, tz: str) -> Markup:
     for slot in tl.fires:
         _draw_slot(slot, tl, scale, bar, paths, points if pointable else None, tz)
     for run in tl.manual:
+        paths.rect(f"st-{run.status}", scale.x(run.scheduled_ms) - 3, LANE_MANUAL - 3, 6, 6)
         _draw_run(run, run.scheduled_ms, LANE_MANUAL, tl, scale, bar, paths)
         if pointable:
             points.append(_point(run, run.scheduled_ms, scale, bar, tz, LANE_MANUAL))

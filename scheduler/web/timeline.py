@@ -142,7 +142,7 @@ def _down_windows(slots: Sequence[FireSlot]) -> list[tuple[int, int]]:
     last = 0
     for slot in slots:
         down = slot.state == "gap" or (
-            slot.runs and all(r.status is RunStatus.MISSED for r in slot.runs)
+            slot.runs and all(r.status == RunStatus.MISSED for r in slot.runs)
         )
         if down:
             start = slot.at_ms if start is None else start

@@ -228,6 +228,16 @@ def job_page(
     )
 
 
+def auto_window(store: Store, spec: JobSpec, now: datetime) -> datetime:
+    """Where the job page's default window starts: the last day, or from a little before the
+    oldest kept run when history is younger than that (at least an hour)."""
+    oldest = store.oldest_run_at(spec.name)
+    since = now - timedelta(days=1)
+    if oldest is not None and oldest > since:
+        since = oldest - timedelta(minutes=5)
+    return min(since, now - timedelta(hours=1))
+
+
 def worker_rows(store: Store) -> list[dict[str, Any]]:
     """Live workers, each with its current run's state (its horse) when it has one."""
     rows: list[dict[str, Any]] = []
@@ -250,7 +260,7 @@ def worker_rows(store: Store) -> list[dict[str, Any]]:
 
 def _horse_state(run: RunSummary | None) -> str:
     if run is None:
-        return "idle (next horse ready)"
+        return "idle"
     if run.status is RunStatus.RUNNING:
         return "running"
     return f"finishing ({run.status})"

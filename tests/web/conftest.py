@@ -5,17 +5,18 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from scheduler.loader import load_jobs
-from scheduler.model import JobSpec
+from scheduler.model import JobSpec, to_ms
 from scheduler.store import Store
 from scheduler.web.app import create_app
 
-JOBS = '''
+JOBS = """
 from scheduler import job, command
 
 @job("*/5 * * * *", timeout="30s")
@@ -31,7 +32,7 @@ def poll():
     pass
 
 command("echo", "0 * * * *", ["echo", "hello"], timeout="10s")
-'''
+"""
 
 
 @pytest.fixture()
@@ -65,3 +66,21 @@ def csrf_of(client: TestClient, path: str = "/") -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert found, "no CSRF field on the page"
     return found.group(1)
+
+
+def record(store: Store, run_id: str, job: str, at: datetime, status: str, **fields: object) -> str:
+    """Write a finished run record the way a worker's report is written back (RESTORE)."""
+    ms = to_ms(at)
+    store.restore(
+        {
+            "id": run_id,
+            "job": job,
+            "scheduled_for": ms,
+            "status": status,
+            "attempt": 1,
+            "trigger": "schedule",
+            "queue": "default",
+            **fields,
+        }
+    )
+    return run_id

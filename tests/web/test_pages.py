@@ -14,7 +14,11 @@ from tests.helpers import trigger
 def _fire(store: Store, spec: JobSpec, at: datetime, **kw: object) -> str:
     run_id = run_id_for(spec.name, at)
     store.enqueue(
-        run_id=run_id, job=spec.name, scheduled_for=at, queue="default", **kw  # type: ignore[arg-type]
+        run_id=run_id,
+        job=spec.name,
+        scheduled_for=at,
+        queue="default",
+        **kw,  # type: ignore[arg-type]
     )
     return run_id
 
