@@ -16,7 +16,7 @@ from scheduler.embedded import EmbeddedRedis
 from scheduler.store import Store
 
 HERE = Path(__file__).parent
-TIERS = ("unit", "store", "process", "faults", "secure", "deploy", "cli", "bench")
+TIERS = ("unit", "store", "process", "faults", "secure", "deploy", "cli", "bench", "web")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
