@@ -169,8 +169,6 @@ class Alerter:
         self._lock = threading.Lock()
         self._closed = False
         self._sent: OrderedDict[tuple[str, str, int], None] = OrderedDict()
-        self._children: set[int] = set()
-        self._children_lock = threading.Lock()
         # No redirects: urllib would turn the POST into a GET without its body, and would
         # send the Authorization header on to wherever the redirect points.
         self._opener = urllib.request.build_opener(_NoRedirect)
@@ -191,13 +189,6 @@ class Alerter:
         spec = self.specs.get(job)
         own = None if spec is None else {FAILURE: spec.on_failure, LATE: spec.on_late}.get(event)
         return own if own is not None else self.global_hooks.get(event)
-
-    def hook_pids(self) -> frozenset[int]:
-        """Pids of hook commands running now, children of this process that are not strays."""
-        # Popen and the registration happen under this lock, so a caller that lists its
-        # children first and calls this second sees every hook among them.
-        with self._children_lock:
-            return frozenset(self._children)
 
     def close(self, timeout_s: float = 5.0) -> bool:
         """Stop taking alerts and deliver the queued ones; False if some were still pending."""
@@ -276,7 +267,6 @@ class Alerter:
             return
         self._pid = os.getpid()
         self._queue = queue.Queue(self._queue_size)
-        self._children = set()
         self._thread = threading.Thread(
             target=self._work, args=(self._queue,), name="sched-alerts", daemon=True
         )
@@ -334,28 +324,22 @@ class Alerter:
         """Run the hook command with the body on stdin; None on exit 0, else what went wrong."""
         with tempfile.TemporaryFile() as errors:
             try:
-                with self._children_lock:
-                    proc = subprocess.Popen(
-                        argv,
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.DEVNULL,
-                        # A file, not a pipe: a chatty hook cannot block or grow our memory.
-                        stderr=errors,
-                        env=env,
-                        close_fds=True,
-                        # Its own session: the terminal's Ctrl-C is not for it, and a timeout
-                        # kills whatever it started too.
-                        start_new_session=True,
-                    )
-                    self._children.add(proc.pid)
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    # A file, not a pipe: a chatty hook cannot block or grow our memory.
+                    stderr=errors,
+                    env=env,
+                    close_fds=True,
+                    # Its own session: the terminal's Ctrl-C is not for it, and a timeout
+                    # kills whatever it started too.
+                    start_new_session=True,
+                )
             except OSError as exc:
                 return f"could not start: {exc}"
-            try:
-                with proc:
-                    return self._wait_command(proc, body, errors)
-            finally:
-                with self._children_lock:
-                    self._children.discard(proc.pid)
+            with proc:
+                return self._wait_command(proc, body, errors)
 
     def _wait_command(
         self, proc: subprocess.Popen[bytes], body: bytes, errors: IO[bytes]

@@ -65,6 +65,8 @@ RETRYABLE: tuple[str, ...] = (
     RunStatus.LOST.value,
 )
 """The statuses a retry can follow, and the default `retry_on` of a job."""
+DEFAULT_QUEUE = "default"
+"""The queue of a job that names none, and the one workers take when told none."""
 
 
 class Trigger(StrEnum):
@@ -98,7 +100,7 @@ class JobSpec:
     retries: int = 0
     retry_backoff_s: float = 60.0
     misfire_grace_s: float | None = None
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     description: str = ""
     # Hook URLs may carry credentials: kept out of repr() and so out of logs.
     on_failure: str | tuple[str, ...] | None = field(default=None, repr=False)
@@ -182,7 +184,7 @@ class Run:
     scheduled_for: datetime
     trigger: Trigger = Trigger.SCHEDULE
     attempt: int = 1
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     timeout_s: float | None = None
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
