@@ -65,6 +65,8 @@ RETRYABLE: tuple[str, ...] = (
     RunStatus.LOST.value,
 )
 """The statuses a retry can follow, and the default `retry_on` of a job."""
+DEFAULT_RETRY_BACKOFF_S = 60.0
+"""The delay before a job's first retry when it names none; it doubles for each next one."""
 DEFAULT_QUEUE = "default"
 """The queue of a job that names none, and the one workers take when told none."""
 
@@ -98,7 +100,7 @@ class JobSpec:
     catchup: Catchup = Catchup.LATEST
     catchup_limit: int = 100
     retries: int = 0
-    retry_backoff_s: float = 60.0
+    retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S
     misfire_grace_s: float | None = None
     queue: str = DEFAULT_QUEUE
     description: str = ""
