@@ -24,7 +24,7 @@ from typing import Any, TypeVar, Unpack, cast
 
 from scheduler.durations import parse_duration
 from scheduler.errors import DefinitionError, InvalidOption, Problem
-from scheduler.model import JobSpec
+from scheduler.model import DEFAULT_TZ, JobSpec
 from scheduler.options import (
     CHECKED,
     NAMES,
@@ -45,7 +45,7 @@ _KNOWN = frozenset(NAMES)
 
 def default_tz() -> str:
     """The zone of jobs that name none: `SCHED_TZ`, else UTC."""
-    return os.environ.get("SCHED_TZ") or "UTC"
+    return os.environ.get("SCHED_TZ") or DEFAULT_TZ
 
 
 def display_path(path: str | Path) -> str:

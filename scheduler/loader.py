@@ -25,7 +25,7 @@ from scheduler.api import (
 )
 from scheduler.durations import parse_duration
 from scheduler.errors import DefinitionError, InvalidOption, Problem
-from scheduler.model import DEFAULT_TIMEOUT_S, JobSpec
+from scheduler.model import DEFAULT_TIMEOUT_S, DEFAULT_TZ, JobSpec
 from scheduler.options import check_tz
 
 # What the last load_jobs left behind (its folder on sys.path, the modules it imported), so
@@ -67,7 +67,7 @@ def load_jobs(
             )
         )
         raise DefinitionError(problems)
-    collector = Collector(root=root, tz=tz or "UTC", timeout_s=timeout_s, problems=problems)
+    collector = Collector(root=root, tz=tz or DEFAULT_TZ, timeout_s=timeout_s, problems=problems)
     with _importable(root) as prefix, collecting(collector):
         for path in job_files(root):
             _import_file(path, root, prefix, collector)

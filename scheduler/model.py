@@ -57,6 +57,8 @@ class Catchup(StrEnum):
     ALL = "all"
 
 
+DEFAULT_TZ = "UTC"
+"""The zone of a job that names none, when SCHED_TZ does not name one either."""
 DEFAULT_TIMEOUT_S = 3600.0
 """The timeout of a job that names none, unless its load is given another."""
 RETRYABLE: tuple[str, ...] = (
@@ -91,7 +93,7 @@ class JobSpec:
     path: str
     line: int
     timeout_s: float = DEFAULT_TIMEOUT_S
-    tz: str = "UTC"
+    tz: str = DEFAULT_TZ
     cron: str | None = None
     every_s: float | None = None
     func: Callable[[], object] | None = field(default=None, compare=False, repr=False)

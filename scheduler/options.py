@@ -278,7 +278,7 @@ class CommandOptions(TypedDict, total=False):
     ]
     tz: Annotated[
         str,
-        Option(_tz, "IANA zone of the schedule", setting="tz", default="`SCHED_TZ`, else `UTC`"),
+        Option(_tz, "IANA zone of the schedule", setting="tz", default="`SCHED_TZ`, else {}"),
     ]
     timeout: Annotated[
         str | float,
