@@ -20,8 +20,9 @@ from pathlib import Path
 import redis
 import redis.exceptions
 
+from scheduler.proc import PR_SET_PDEATHSIG
+
 SOCKET_NAME = "redis.sock"
-PR_SET_PDEATHSIG = 1
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 

@@ -10,10 +10,10 @@ thread or inherited buffer of the parent can hold it up.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
+import stat
 import sys
 import traceback
 from collections.abc import Mapping
@@ -22,10 +22,10 @@ from typing import Any, NoReturn
 
 import setproctitle
 
+from scheduler import proc
 from scheduler.errors import JobTimeout
 from scheduler.model import JobSpec
 
-PR_SET_PDEATHSIG = 1
 # Exit codes the parent reads together with the report line.
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -36,12 +36,13 @@ ERROR_TEXT_LIMIT = 32 * 1024
 # No report line is longer: a result of at most ERROR_TEXT_LIMIT bytes of JSON, or an error
 # whose type, message and traceback are bounded (at most 12 bytes of JSON per character).
 REPORT_LIMIT = 1 << 20
-# Loaded once in the parent, so a horse does not pay for it after every fork.
-_LIBC = ctypes.CDLL(None, use_errno=True)
 _RESETTABLE = tuple(
     sig for sig in signal.valid_signals() if sig not in (signal.SIGKILL, signal.SIGSTOP)
 )
 _changed: tuple[int, ...] = ()
+# (device, inode) of the report pipe this horse was given: a job may close the descriptor
+# and open a file of its own under the same number, which must not receive the report.
+_report_pipe: tuple[int, int] | None = None
 
 
 def _nondefault() -> tuple[int, ...]:
@@ -65,7 +66,9 @@ def serve(
     object on `order_fd`: the job's name, its timeout and the run's environment. End of file
     without an order means the worker no longer needs this horse.
     """
+    global _report_pipe
     try:
+        _report_pipe = _identity(report_fd)
         _detach(parent)
         _redirect(out_fd)
         setproctitle.setproctitle("sched horse (ready)")
@@ -131,7 +134,7 @@ def run(
 
 def _detach(parent: int) -> None:
     os.setpgid(0, 0)
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    proc.die_with_parent(signal.SIGKILL)
     # The parent may have died before prctl took effect; then nobody would ever kill us.
     if os.getppid() != parent:
         os._exit(EXIT_ORPHAN)
@@ -271,7 +274,17 @@ def describe_exception(exc: BaseException) -> dict[str, str]:
     }
 
 
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISFIFO(st.st_mode) else None
+
+
 def _report(report_fd: int, message: dict[str, Any]) -> None:
+    if _report_pipe is not None and _identity(report_fd) != _report_pipe:
+        return  # the job replaced the descriptor; the exit status still speaks
     data = (json.dumps(message) + "\n").encode()
     if len(data) > REPORT_LIMIT:  # e.g. an unusable result's unbounded type name
         note = f"a report of {len(data)} bytes was cut to its outcome"

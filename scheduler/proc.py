@@ -1,0 +1,122 @@
+"""Linux process primitives: prctl flags, pidfds, child walks and the sweep of a process tree.
+
+Every process that runs jobs (worker, fork server, supervisor) is a child subreaper, so a
+process a job starts cannot leave the tree: when its parent dies it is re-parented to the
+nearest subreaper, where `sweep` finds it, however it changed its process group or session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Collection
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+# Loaded once, before any fork: a horse must not pay for dlopen().
+_LIBC = ctypes.CDLL(None, use_errno=True)
+SWEEP_LIMIT_S = 5.0
+
+
+def _prctl(option: int, value: int) -> None:
+    if _LIBC.prctl(option, value, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}, {value}): {os.strerror(err)}")
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send `sig` to this process when its parent (thread) dies."""
+    _prctl(PR_SET_PDEATHSIG, sig)
+
+
+def become_subreaper() -> None:
+    """Have orphaned descendants re-parented to this process instead of to init."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def forbid_inspection() -> None:
+    """Make this process non-dumpable: processes of the same (non-root) user can no longer
+    read its memory, environment or descriptors through /proc or ptrace it."""
+    _prctl(PR_SET_DUMPABLE, 0)
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of `pid`, zombies included (Linux /proc)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found += [int(x) for x in fh.read().split()]
+    except OSError:  # gone, or a thread ended between listdir and open
+        return found
+    return found
+
+
+def descendants_of(pid: int, keep: Collection[int] = ()) -> list[int]:
+    """Every descendant of `pid`, parents before children; `keep` and their trees left out."""
+    found: list[int] = []
+    todo = [p for p in children_of(pid) if p not in keep]
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children_of(child)
+    return found
+
+
+def send(pidfd: int, sig: int) -> bool:
+    """Signal the process behind `pidfd` (never another one that reused its pid)."""
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap_child(pid: int) -> bool:
+    """Reap `pid` if it is a child of ours that has ended; True when it is gone for us."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True  # not (or no longer) our child
+    return done == pid
+
+
+def sweep(keep: Collection[int] = (), limit_s: float = SWEEP_LIMIT_S) -> tuple[int, int]:
+    """SIGKILL every descendant of this process except `keep` (and their trees); repeat until
+    none is left, so that processes re-parented to this subreaper meanwhile are caught too.
+
+    Direct children it kills are reaped here. Returns (processes killed, processes still
+    alive when `limit_s` ran out, e.g. stuck in uninterruptible sleep: normally 0).
+    """
+    me = os.getpid()
+    killed: set[int] = set()
+    deadline = time.monotonic() + limit_s
+    delay = 0.001
+    while True:
+        # A process already killed may be a zombie waiting for its parent: not a survivor.
+        live = [pid for pid in descendants_of(me, keep) if not _is_zombie(pid)]
+        mine = [pid for pid in children_of(me) if pid not in keep]
+        for pid in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        pending = [pid for pid in mine if not _reap_child(pid)]
+        if not live and not pending:
+            return len(killed), 0
+        if time.monotonic() >= deadline:
+            return len(killed), len(live)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return True  # gone already
+    return stat[stat.rindex(")") + 2] in "ZX"
