@@ -1,12 +1,14 @@
-"""Pure fire-time math over croniter, with the DST rules of DESIGN.md.
+"""Pure fire-time math: the cron grammar of crontab(5), with the DST rules of DESIGN.md.
 
-croniter parses each field into its set of allowed values (names, ranges, steps, lists, `L`,
-`W`, `#`). We then step through LOCAL wall-clock times (naive datetimes) and map each matching
-wall time to real instants ourselves with zoneinfo's `fold`, because croniter's own zone
-handling fires interval schedules at nonexistent times (`0 */2 * * *` at 03:00 on a Berlin
-spring-forward day) and fixed-time schedules twice in a repeated hour (`30 1 * * *` in New
-York on a fall-back day). Stepping wall times with bisect over the parsed sets also keeps a
-call to `next_fire` near 7 microseconds, where one croniter `get_next` takes about 100.
+Each field is read into its set of allowed values (names, ranges, steps, lists, `L`, `W`, `#`)
+here, not by croniter: croniter 6 and 7 both drop a bare `*` inside a list (`*,30` as minute
+30 only) and stop a day-of-week step at Saturday (`1/3` without Sunday, `7/1` as every day).
+We then step through LOCAL wall-clock times (naive datetimes) and map each matching wall time
+to real instants ourselves with zoneinfo's `fold`, so that interval schedules never fire at a
+nonexistent time (`0 */2 * * *` at 03:00 on a Berlin spring-forward day) and fixed-time
+schedules fire once in a repeated hour (`30 1 * * *` in New York on a fall-back day).
+Stepping wall times with bisect over the parsed sets keeps a call to `next_fire` near 7
+microseconds.
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ import math
 import re
 from bisect import bisect_left
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterError, croniter
 
 EXPECTED_5 = "5 fields (minute hour day-of-month month day-of-week), e.g. '0 2 * * *'"
 EXPECTED_6 = "6 fields (second minute hour day-of-month month day-of-week), e.g. '30 0 2 * * *'"
@@ -126,37 +126,46 @@ class _Kind:
     name: str
     lo: int
     hi: int
-    slot: int  # the field's position in a 5-field croniter expression
     names: Mapping[str, int]
     name_hint: str
 
 
 _MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
 _DAYS = {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
-_SEC = _Kind("second", 0, 59, 0, {}, "")
-_MIN = _Kind("minute", 0, 59, 0, {}, "")
-_HOUR = _Kind("hour", 0, 23, 1, {}, "")
-_DOM = _Kind("day-of-month", 1, 31, 2, {}, "")
-_MON = _Kind("month", 1, 12, 3, _MONTHS, " or a name JAN-DEC")
-_DOW = _Kind("day-of-week", 0, 7, 4, _DAYS, " or a name SUN-SAT")
+_SEC = _Kind("second", 0, 59, {}, "")
+_MIN = _Kind("minute", 0, 59, {}, "")
+_HOUR = _Kind("hour", 0, 23, {}, "")
+_DOM = _Kind("day-of-month", 1, 31, {}, "")
+_MON = _Kind("month", 1, 12, _MONTHS, " or a name JAN-DEC")
+_DOW = _Kind("day-of-week", 0, 7, _DAYS, " or a name SUN-SAT")  # 7 is Sunday too
 _WRAPS = (_MON, _DOW)  # ranges such as NOV-FEB or FRI-MON may wrap around
 
 _DIGITS = re.compile(r"[0-9]+")
 _W_DAY = re.compile(r"([0-9]+)W|W([0-9]+)", re.IGNORECASE)
-_NTH = re.compile(r"(\w+)#(\w*)")
-_LAST_DOW = re.compile(r"L([0-9]+)", re.IGNORECASE)
+_LAST_DOW = re.compile(r"L(\w+)", re.IGNORECASE)
+_YEAR = re.compile(r"(19|20)[0-9]{2}([-/,][0-9]+)*")
 
 
 @dataclass(frozen=True, slots=True)
 class _Field:
-    """The values one field allows, as croniter expanded them."""
+    """The values one field allows."""
 
     values: tuple[int, ...]
     last: bool = False  # day-of-month `L`
     w_day: int = 0  # day-of-month `15W`: the weekday nearest the 15th
     nth: tuple[tuple[int, int], ...] = ()  # (weekday, n): `5#3` -> (5, 3); `L5` -> (5, 0)
     star: bool = False  # the text starts with `*`: Vixie's DOM_STAR / DOW_STAR
-    full: bool = False  # every value of the field, nothing special
+    full: bool = False  # every value of the field
+
+
+@dataclass(slots=True)
+class _Parts:
+    """What the items of one field add up to, while it is read."""
+
+    values: set[int] = field(default_factory=set)
+    last: bool = False
+    w_day: int = 0
+    nth: set[tuple[int, int]] = field(default_factory=set)
 
 
 def _value(kind: _Kind, token: str, item: str) -> int:
@@ -172,103 +181,118 @@ def _value(kind: _Kind, token: str, item: str) -> int:
     raise _Bad(f"{kind.name} {token!r} is not a number {kind.lo}-{kind.hi}{kind.name_hint}")
 
 
-def _special(kind: _Kind, base: str, item: str) -> str:
-    """Check an `L`, `W` or `#` item and return which it is; '' for a plain item."""
+def _day_of_month_special(base: str, item: str, parts: _Parts) -> str:
     upper = base.upper()
-    if kind is _DOM:
-        if upper == "L":
-            return "L"
-        if w := _W_DAY.fullmatch(base):
-            _value(kind, w.group(1) or w.group(2), item)
-            return "W"
-        return ""
-    if kind is not _DOW:
-        return ""
-    if nth := _NTH.fullmatch(base):
-        _value(kind, nth.group(1), item)
-        if not (_DIGITS.fullmatch(nth.group(2)) and 1 <= int(nth.group(2)) <= 5):
+    if upper == "L":
+        parts.last = True
+        return "L"
+    if upper == "LW":
+        raise _Bad(
+            f"day-of-month {item!r} (the last weekday of the month) is not supported: "
+            "W takes a day number, e.g. '15W' for the weekday nearest the 15th; "
+            "'L' alone is the last day"
+        )
+    if w := _W_DAY.fullmatch(base):
+        parts.w_day = _value(_DOM, w.group(1) or w.group(2), item)
+        return "W"
+    return ""
+
+
+def _day_of_week_special(base: str, item: str, parts: _Parts) -> str:
+    day, hash_, n = base.partition("#")
+    if hash_:
+        if not day or any(c in day for c in "-*"):
+            raise _Bad(f"day-of-week {item!r}: '#' takes one day, e.g. 'MON#1' or '1#1'")
+        weekday = _value(_DOW, day, item) % 7
+        if not (_DIGITS.fullmatch(n) and 1 <= int(n) <= 5):
             raise _Bad(f"day-of-week {item!r}: the number after # must be 1-5")
+        parts.nth.add((weekday, int(n)))
         return "#"
     if last := _LAST_DOW.fullmatch(base):
-        _value(kind, last.group(1), item)
+        parts.nth.add((_value(_DOW, last.group(1), item) % 7, 0))
         return "L"
-    before_l = base[:-1].lower()
+    upper, before_l = base.upper(), base[:-1].lower()
     if upper == "L" or (upper.endswith("L") and (before_l.isdigit() or before_l in _DAYS)):
         raise _Bad(f"day-of-week {item!r} is not supported: 'L5' means the last Friday")
     return ""
 
 
-def _check_item(kind: _Kind, item: str, in_list: bool) -> str:
-    """Check one list item; return it as croniter should read it."""
+def _special(kind: _Kind, base: str, item: str, parts: _Parts) -> str:
+    """Read an `L`, `W` or `#` item into `parts` and return which it is; '' for a plain item."""
+    if kind is _DOW:
+        return _day_of_week_special(base, item, parts)
+    if "#" in base:
+        raise _Bad(f"{kind.name} {item!r}: '#' belongs in day-of-week, e.g. 'MON#1'")
+    return _day_of_month_special(base, item, parts) if kind is _DOM else ""
+
+
+def _span(kind: _Kind, first: str, second: str, item: str) -> list[int]:
+    """The values of the range first-second, in order (a wrap such as FRI-MON included)."""
+    lo = _value(kind, first, item)
+    hi = 31 if kind is _DOM and second.upper() == "L" else _value(kind, second, item)
+    if lo <= hi:
+        return list(range(lo, hi + 1))
+    if kind not in _WRAPS:
+        fix = f"{first}-{kind.hi},{kind.lo}-{second}"
+        raise _Bad(f"{kind.name} range {first}-{second} runs backwards; for a wrap write {fix}")
+    top = 6 if kind is _DOW else kind.hi
+    return list(range(lo, top + 1)) + list(range(kind.lo, hi + 1))
+
+
+def _item(kind: _Kind, item: str, in_list: bool, parts: _Parts) -> None:
+    """Read one list item into `parts` (crontab(5): `*`, `a`, `a-b`, each with `/step`)."""
     if not item:
         raise _Bad(f"{kind.name} has an empty list entry")
+    if "?" in item:
+        raise _Bad(f"{kind.name} {item!r}: '?' (Quartz's 'no specific value') is not cron; use '*'")
     base, slash, step = item.partition("/")
     if slash and not (_DIGITS.fullmatch(step) and int(step) > 0):
         raise _Bad(f"{kind.name} step {step!r} in {item!r} must be a whole number of 1 or more")
-    if base == "*":
-        return item
-    special = _special(kind, base, item)
-    if special and slash:
-        raise _Bad(f"{kind.name} {item!r}: {special!r} takes no step")
-    if special == "W" and in_list:
-        raise _Bad(f"day-of-month {item!r}: W must stand alone, not in a list")
-    if special:
-        return item
+    if base != "*" and (special := _special(kind, base, item, parts)):
+        if slash:
+            raise _Bad(f"{kind.name} {item!r}: {special!r} takes no step")
+        if special == "W" and in_list:
+            raise _Bad(f"day-of-month {item!r}: W must stand alone, not in a list")
+        return
     first, dash, second = base.partition("-")
-    lo = _value(kind, first, item)
-    if not dash:
-        return item
-    hi = 31 if kind is _DOM and second.upper() == "L" else _value(kind, second, item)
-    if lo == hi:
-        return str(lo)  # croniter reads 'a-a' as the whole range; Vixie cron as just a
-    if lo > hi and kind not in _WRAPS:
-        fix = f"{first}-{kind.hi},{kind.lo}-{second}"
-        raise _Bad(f"{kind.name} range {base} runs backwards; for a wrap write {fix}")
-    return item
-
-
-def _check_field(kind: _Kind, text: str) -> str:
-    items = text.split(",")
-    checked = [_check_item(kind, item, in_list=len(items) > 1) for item in items]
-    if kind is _DOW:
-        special = [bool(_NTH.fullmatch(i) or _LAST_DOW.fullmatch(i)) for i in checked]
-        if any(special) and not all(special):
-            raise _Bad(
-                f"day-of-week {text!r} mixes plain days with '#' or 'L' entries; "
-                "croniter supports one kind per field"
-            )
-    return ",".join(checked)
+    if base == "*":
+        values = list(range(kind.lo, kind.hi + 1))
+    elif dash:
+        values = _span(kind, first, second, item)
+    elif slash:  # cronie: a single start with a step runs to the field's maximum
+        values = list(range(_value(kind, first, item), kind.hi + 1))
+    else:
+        values = [_value(kind, first, item)]
+    parts.values.update(values[:: int(step) if slash else 1])
 
 
 @lru_cache(maxsize=4096)
 def _field(kind: _Kind, text: str) -> _Field:
     """Check and expand one field; cached because many schedules share their fields."""
-    canonical = _check_field(kind, text)
-    template = ["0", "0", "*", "*", "*"]
-    template[kind.slot] = canonical
-    try:
-        expanded, nth = croniter.expand(" ".join(template))
-    except CroniterError:
-        raise _Bad(f"{kind.name} {text!r} is not valid") from None
-    raw = expanded[kind.slot]
-    hi = 6 if kind is _DOW else kind.hi
-    every = tuple(range(kind.lo, hi + 1))
-    values = every if raw == ["*"] else tuple(sorted(v for v in raw if isinstance(v, int)))
-    star = text.startswith("*")
-    if kind is _DOW and nth:
-        pairs = ((day, 0 if n == "l" else n) for day, ns in nth.items() for n in ns)
-        return _Field((), nth=tuple(sorted(pairs)), star=star)
-    if kind is _DOM and _W_DAY.fullmatch(canonical):
-        return _Field((), w_day=values[0], star=star)
-    last = "l" in raw
-    return _Field(values, last=last, star=star, full=values == every and not last)
+    items = text.split(",")
+    parts = _Parts()
+    for item in items:
+        _item(kind, item, len(items) > 1, parts)
+    hi = kind.hi
+    if kind is _DOW:  # 7 is another name for Sunday
+        parts.values = {v % 7 for v in parts.values}
+        hi = 6
+    values = tuple(sorted(parts.values))
+    return _Field(
+        values,
+        last=parts.last,
+        w_day=parts.w_day,
+        nth=tuple(sorted(parts.nth)),
+        star=text.startswith("*"),
+        full=values == tuple(range(kind.lo, hi + 1)),
+    )
 
 
 # --- matching days ---------------------------------------------------------------------------
 
 
 def _nearest_weekday(year: int, month: int, day: int) -> int:
-    """croniter's `W`: the weekday nearest `day`, never leaving the month."""
+    """`15W`: the weekday (Monday-Friday) nearest `day`, never leaving the month."""
     last = calendar.monthrange(year, month)[1]
     day = min(day, last)
     weekday = calendar.weekday(year, month, day)  # Monday is 0
@@ -407,8 +431,16 @@ def _split(expr: str) -> tuple[list[str], str]:
     if len(fields) == 5:
         return ["0", *fields], EXPECTED_5
     if len(fields) == 6:
+        if _YEAR.fullmatch(fields[5]):
+            why = (
+                f"6 fields mean seconds first, so {fields[5]!r} would be the day-of-week; "
+                "it looks like a year, and there is no year field"
+            )
+            raise CronError(expr, why, EXPECTED_6)
         return fields, EXPECTED_6
     given = f"{len(fields)} field{'s' if len(fields) != 1 else ''} given"
+    if len(fields) == 7:
+        given += ": there is no year field (Quartz has one; cron does not)"
     raise CronError(expr, given, EXPECTED_ANY)
 
 

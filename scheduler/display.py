@@ -10,17 +10,8 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from scheduler.cron import MACROS
 from scheduler.model import JobSpec, RunStatus, format_seconds
-
-MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 
 # Colours (click.style names) per status, for terminals.
 STATUS_COLOURS = {
