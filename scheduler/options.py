@@ -30,7 +30,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, TypedDict, TypeVar, get_type_hints
+from types import UnionType
+from typing import Annotated, Any, TypedDict, TypeVar, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from scheduler import cron
@@ -429,6 +430,25 @@ def listed(spec: JobSpec) -> dict[str, Any]:
             value = getattr(spec, option.field)
             out[option.field] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def listed_schema() -> dict[str, dict[str, Any]]:
+    """JSON Schema properties of what `listed` returns, from the JobSpec fields' types."""
+    hints = get_type_hints(JobSpec)
+    return {o.field: _json_schema(hints[o.field]) for o in OPTIONS if o.listed}
+
+
+def _json_schema(hint: Any) -> dict[str, Any]:
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) in (Union, UnionType):  # X | None: the one other type, or null
+        (inner,) = args
+        schema = _json_schema(inner)
+        return {**schema, "type": [schema["type"], "null"]}
+    if get_origin(hint) is tuple:
+        return {"type": "array", "items": _json_schema(args[0])}
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return {"type": "string", "enum": [member.value for member in hint]}
+    return {"type": {str: "string", int: "integer", float: "number", bool: "boolean"}[hint]}
 
 
 def markdown_table() -> str:

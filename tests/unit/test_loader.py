@@ -805,3 +805,19 @@ def test_sched_list_shows_the_listed_options_by_field() -> None:
     assert row["retry_on"] == ["failed", "timed-out", "lost"]
     assert "on_failure" not in row and "on_late" not in row  # they may hold a password
     assert json.loads(json.dumps(row)) == row
+
+
+def test_the_listed_options_are_described_by_their_schema() -> None:
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": options.listed_schema(),
+        "additionalProperties": False,
+    }
+    assert schema["properties"]["misfire_grace_s"] == {"type": ["number", "null"]}
+    assert schema["properties"]["overlap"]["enum"] == ["skip", "allow", "queue", "replace"]
+    for spec in [*load_jobs("good").values(), *load_jobs("hooks").values()]:
+        row = options.listed(spec)
+        jsonschema.validate(row, schema)
+        assert set(row) == set(schema["properties"])
