@@ -608,3 +608,99 @@ def fires_between(
     until_s = _epoch_us(until) // 1_000_000
     fires = _newest_cron(_parse(cron), zone(tz), after, until_s, limit)
     return [datetime.fromtimestamp(fire, UTC) for fire in fires]
+
+
+# --- DST notes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DstNote:
+    """Wall times of a schedule that a DST transition skips or repeats, and what fires instead.
+
+    `walls` are the schedule's matching local wall times (naive) that do not exist (`gap`) or
+    happen twice (`repeat`); `fires` the instants (aware, UTC) at which the scheduler
+    fires for them, as next_fire computes them; `fixed` whether the schedule is fixed-time.
+    """
+
+    tz: str
+    gap: bool
+    walls: tuple[datetime, ...]
+    more: int  # matching wall times beyond those listed
+    fires: tuple[datetime, ...]
+    fixed: bool
+
+    def text(self) -> str:
+        """`2027-03-28 02:00 does not exist; runs at 03:00 CEST`."""
+        shown = ", ".join(w.strftime("%H:%M:%S" if w.second else "%H:%M") for w in self.walls)
+        day = self.walls[0].strftime("%Y-%m-%d")
+        if self.more:
+            shown += f" and {self.more} more"
+        plural = len(self.walls) > 1 or self.more
+        at = " and ".join(_clock(f.astimezone(zone(self.tz))) for f in self.fires[:2])
+        if len(self.fires) > 2:
+            at += f" and {len(self.fires) - 2} more"
+        if self.gap:
+            what = f"{day} {shown} {'do' if plural else 'does'} not exist"
+            then = f"runs once, at {at}" if self.fires else "does not run then"
+            if len(self.fires) == 1 and not plural:
+                then = f"runs at {at}"
+            return f"{what}; {then}"
+        what = f"{day} {shown} {'happen' if plural else 'happens'} twice"
+        if self.fixed:
+            return f"{what}; runs once{' each' if plural else ''}, at {at}"
+        return f"{what}; runs in both passes, at {at}"
+
+
+def _clock(moment: datetime) -> str:
+    text = moment.strftime("%H:%M:%S" if moment.second else "%H:%M")
+    return f"{text} {moment.tzname()}"
+
+
+def transitions(tz: str, start: datetime, end: datetime) -> list[tuple[datetime, int, int]]:
+    """The offset changes of zone `tz` in (start, end]: (instant, offset before, after) in s."""
+    z = zone(tz)
+    lo = _epoch_us(start) // 1_000_000
+    hi = _epoch_us(end) // 1_000_000
+    found = []
+    previous = _offset_s(z, datetime.fromtimestamp(lo, z))
+    t = lo
+    while t < hi:
+        step = min(t + 86400, hi)
+        offset = _offset_s(z, datetime.fromtimestamp(step, z))
+        if offset != previous:
+            at = _transition(z, t, step)
+            found.append((datetime.fromtimestamp(at, UTC), previous, offset))
+            # a second change within the same day is found from the first one on
+            step, offset = at, _offset_s(z, datetime.fromtimestamp(at, z))
+        t, previous = step, offset
+    return found
+
+
+def dst_notes(cron: str, tz: str, start: datetime, end: datetime) -> list[DstNote]:
+    """What each DST transition in (start, end] does to the schedule `cron` in zone `tz`."""
+    s = _parse(cron)
+    notes = []
+    for at, before, after in transitions(tz, start, end):
+        t = _epoch_us(at) // 1_000_000
+        lo, hi = (t + before, t + after) if after > before else (t + after, t + before)
+        walls: list[datetime] = []
+        more = 0
+        w = s.wall_from(*_wall(lo))
+        while _wall_s(w) < hi:
+            if len(walls) < 3:
+                walls.append(datetime(*w))
+            else:
+                more += 1
+            w = s.wall_from(*w[:5], w[5] + 1)
+        if not walls:
+            continue
+        # what the scheduler does with them: its own fires over the affected instants
+        first = datetime.fromtimestamp(lo - before, UTC)
+        last = datetime.fromtimestamp(hi - after, UTC)
+        fired = fires_between(cron, None, tz, first - _MICROSECOND, last - _MICROSECOND, 10_000)
+        if after > before:  # a gap: first..last is its end alone
+            fired = fires_between(cron, None, tz, first - _MICROSECOND, first, 1)
+            if s.interval:
+                fired = []  # what fires at the gap's end fires for its own wall time
+        notes.append(DstNote(tz, after > before, tuple(walls), more, tuple(fired), not s.interval))
+    return notes

@@ -742,3 +742,50 @@ def test_property_every_s(every_s: float, start: datetime) -> None:
     since_epoch = (fire - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)
     assert since_epoch % round(every_s * 1_000_000) == 0
     assert start < fire <= start + timedelta(seconds=every_s)
+
+
+# --- DST notes: what a transition does to a schedule ---------------------------------------
+# Berlin 2027: spring forward 2027-03-28 at 01:00Z (02:00 CET -> 03:00 CEST), fall back
+# 2027-10-31 at 01:00Z (03:00 CEST -> 02:00 CET). New York 2027: 2027-03-14 and 2027-11-07.
+
+YEAR_FROM, YEAR_TO = at("2026-12-01T00:00Z"), at("2027-12-01T00:00Z")
+
+
+def notes(expr: str, tz: str) -> list[str]:
+    return [n.text() for n in cron.dst_notes(expr, tz, YEAR_FROM, YEAR_TO)]
+
+
+def test_dst_notes_berlin_fixed_time_in_the_gap_and_the_repeated_hour() -> None:
+    assert notes("0 2 * * *", "Europe/Berlin") == [
+        "2027-03-28 02:00 does not exist; runs at 03:00 CEST",
+        "2027-10-31 02:00 happens twice; runs once, at 02:00 CEST",
+    ]
+
+
+def test_dst_notes_two_wall_times_in_one_gap_fire_once() -> None:
+    assert notes("0,30 2 * * *", "Europe/Berlin")[0] == (
+        "2027-03-28 02:00, 02:30 do not exist; runs once, at 03:00 CEST"
+    )
+    assert notes("0,30 2 * * *", "Europe/Berlin")[1] == (
+        "2027-10-31 02:00, 02:30 happen twice; runs once each, at 02:00 CEST and 02:30 CEST"
+    )
+
+
+def test_dst_notes_new_york_interval_schedule() -> None:
+    assert notes("@hourly", "America/New_York") == [
+        "2027-03-14 02:00 does not exist; does not run then",
+        "2027-11-07 01:00 happens twice; runs in both passes, at 01:00 EDT and 01:00 EST",
+    ]
+
+
+def test_dst_notes_none_outside_the_transitions_or_without_dst() -> None:
+    assert notes("0 3 * * *", "Europe/Berlin") == []  # 03:00 exists once on both days
+    assert notes("0 2 * * *", "UTC") == []
+    assert notes("0 2 * * *", "Asia/Kolkata") == []
+
+
+def test_dst_notes_say_what_next_fire_does() -> None:
+    for note in cron.dst_notes("30 2 * * *", "Europe/Berlin", YEAR_FROM, YEAR_TO):
+        (fire,) = note.fires
+        before = fire - timedelta(hours=2)
+        assert next_fire("30 2 * * *", None, "Europe/Berlin", before) == fire
