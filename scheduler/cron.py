@@ -366,13 +366,25 @@ class _Schedule:
     """A parsed expression: sorted seconds, minutes and hours, the matching days, the DST rule,
     and the expression as validate() normalises it."""
 
-    __slots__ = ("seconds", "minutes", "hours", "days", "interval", "text")
+    __slots__ = ("seconds", "minutes", "hours", "days", "interval", "text", "_tod")
 
     def __init__(self, fields: list[_Field], days: _Days, interval: bool, text: str) -> None:
         self.seconds, self.minutes, self.hours = (f.values for f in fields[:3])
         self.days = days
         self.interval = interval
         self.text = text
+        self._tod: list[int] | None = None
+
+    def times_of_day(self) -> list[int]:
+        """Every matching time of day as seconds after midnight, ascending."""
+        if self._tod is None:
+            self._tod = [
+                h * 3600 + m * 60 + sec
+                for h in self.hours
+                for m in self.minutes
+                for sec in self.seconds
+            ]
+        return self._tod
 
     def wall_from(self, y: int, m: int, d: int, hour: int, minute: int, second: int) -> _Wall:
         """The first matching wall time at or after the given one (second may be 60)."""
@@ -608,6 +620,66 @@ def fires_between(
     until_s = _epoch_us(until) // 1_000_000
     fires = _newest_cron(_parse(cron), zone(tz), after, until_s, limit)
     return [datetime.fromtimestamp(fire, UTC) for fire in fires]
+
+
+def _walk_period(s: _Schedule, z: ZoneInfo, fire: int, end: int, out: list[int]) -> int:
+    """Append the fires from `fire` (included) to `end` (excluded), all at `fire`'s offset, day
+    by matching day; return the first fire at or after `end` at that offset."""
+    offset = _offset_s(z, datetime.fromtimestamp(fire, z))
+    tod = s.times_of_day()
+    y, m, d = _wall(fire + offset)[:3]
+    day_s = _wall_s((y, m, d, 0, 0, 0))
+    i = bisect_left(tod, fire + offset - day_s)
+    while True:
+        base = day_s - offset
+        j = bisect_left(tod, end - base)
+        out.extend([base + x for x in tod[i:j]])
+        if j < len(tod):
+            return base + tod[j]
+        y, m, d = s.days.first_from(y, m, d + 1)
+        day_s, i = _wall_s((y, m, d, 0, 0, 0)), 0
+
+
+def fire_instants_us(
+    cron: str | None, every_s: float | None, tz: str, after: datetime, until: datetime
+) -> list[int]:
+    """Every fire in (after, until], oldest first, as epoch microseconds: next_fire stepped.
+
+    For a year of a per-minute schedule next_fire is called half a million times; between
+    two offset changes of the zone a fire is just its wall time minus the one offset, so there
+    the matching wall times are walked directly, and next_fire's own code runs for the day
+    after each change (where a repeated hour or a gap's end need its rules) and at the ends.
+    """
+    _which(cron, every_s)
+    lo_us, hi_us = _epoch_us(after), _epoch_us(until)
+    if hi_us <= lo_us:
+        return []
+    if every_s is not None:
+        step = _every_us(every_s)
+        return list(range((lo_us // step + 1) * step, hi_us + 1, step))
+    assert cron is not None
+    s, z = _parse(cron), zone(tz)
+    until_s = hi_us // 1_000_000
+    changes = [_epoch_us(at) // 1_000_000 for at, _, _ in transitions(tz, after, until)]
+    changes.append(until_s + 1)
+    out: list[int] = []
+    fire = _next_cron(s, z, after.astimezone(z))
+    for change in changes:
+        # exact steps through the day after the previous change (or from `after`) ...
+        settled = fire + 86400
+        while fire <= until_s and (fire < settled or fire >= change):
+            if fire >= change:
+                break
+            out.append(fire)
+            fire = _next_cron(s, z, datetime.fromtimestamp(fire, z))
+        # ... then wall times minus the period's one offset, up to the next change
+        if fire < change and fire <= until_s:
+            fire = _walk_period(s, z, fire, min(change, until_s + 1), out)
+            if fire >= change:  # the first fire after the change, by next_fire's rules
+                fire = _next_cron(s, z, datetime.fromtimestamp(out[-1], z))
+        if fire > until_s:
+            break
+    return [f * 1_000_000 for f in out]
 
 
 # --- DST notes -------------------------------------------------------------------------------

@@ -789,3 +789,34 @@ def test_dst_notes_say_what_next_fire_does() -> None:
         (fire,) = note.fires
         before = fire - timedelta(hours=2)
         assert next_fire("30 2 * * *", None, "Europe/Berlin", before) == fire
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    expr=st.sampled_from(EXPRESSIONS + ["*/20 * * * * *", "0 30 2 * * *", "0 0 L * *"]),
+    where=near_a_transition(),
+    before_s=st.integers(0, 3 * 86400),
+    hours=st.integers(1, 24 * 5),
+)
+def test_property_fire_instants_are_next_fire_stepped(
+    expr: str, where: tuple[str, datetime], before_s: int, hours: int
+) -> None:
+    """The fast walk between offset changes gives exactly next_fire's fires, also across them."""
+    tz, middle = where
+    start = middle - timedelta(seconds=before_s)
+    until = middle + timedelta(hours=hours)
+    stepped = []
+    t = next_fire(expr, None, tz, start)
+    while t <= until:
+        stepped.append(t)
+        t = next_fire(expr, None, tz, t)
+    got = cron.fire_instants_us(expr, None, tz, start, until)
+    assert [datetime.fromtimestamp(us / 1e6, UTC) for us in got] == stepped
+
+
+def test_fire_instants_of_an_interval_job() -> None:
+    got = cron.fire_instants_us(
+        None, 0.5, "UTC", at("2025-01-01T00:00Z"), at("2025-01-01T00:00:02Z")
+    )
+    base = int(at("2025-01-01T00:00Z").timestamp()) * 1_000_000
+    assert got == [base + 500_000 * k for k in range(1, 5)]
