@@ -34,9 +34,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scheduler import __version__
 from scheduler.errors import InvalidOption
-from scheduler.model import JobSpec, Run, RunStatus, format_seconds
+from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds
 from scheduler.options import check_hook
-from scheduler.store import mask_url
+from scheduler.urls import mask_url
 
 log = logging.getLogger("sched.alerts")
 
@@ -71,7 +71,7 @@ _STDERR_TAIL = 400
 
 def is_late(spec: JobSpec, run: Run, now: datetime) -> str | None:
     """Why `run` is late at `now` (not started within misfire_grace, or over expected_duration)."""
-    if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+    if run.status not in PENDING:
         return None
     if run.started_at is None:
         if spec.misfire_grace_s is None:

@@ -19,17 +19,11 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler import cron
 from scheduler.alerts import Alerter, is_late
+from scheduler.errors import StoreUnavailable
 from scheduler.metrics import Metrics
-from scheduler.model import Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
-from scheduler.store import (
-    ConnectionErrors,
-    Enqueued,
-    Fire,
-    FireSettings,
-    Retention,
-    Store,
-    fire_settings,
-)
+from scheduler.model import PENDING, Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
+from scheduler.policy import next_fire, run_policy
+from scheduler.store import Enqueued, Fire, FireSettings, Retention, Store, fire_settings
 
 log = logging.getLogger("sched.scheduler")
 
@@ -172,7 +166,7 @@ class Beat:
             due.append(heapq.heappop(self.heap))
         try:
             following = self._fire_due(due, now)
-        except ConnectionErrors as exc:
+        except StoreUnavailable as exc:
             for item in due:
                 heapq.heappush(self.heap, item)
             log.warning("scheduler: Redis unreachable (%s); will retry %d fires", exc, len(due))
@@ -208,18 +202,26 @@ class Beat:
         return following
 
     def _fire_of(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> Fire:
-        policy = run_policy(spec)
-        # Jobs defined alike share their encoded settings. Values go in the key by repr, as
-        # they are stored: 60 and 60.0 are equal but not stored alike.
-        key = (spec.queue, spec.overlap, trigger, repr(spec.timeout_s), *map(repr, policy.values()))
+        # Jobs defined alike share their settings. Values go in the key by repr, as they are
+        # stored: 60 and 60.0 are equal but not stored alike.
+        key = (
+            spec.queue,
+            spec.overlap,
+            trigger,
+            repr(spec.timeout_s),
+            spec.retries,
+            repr(spec.retry_backoff_s),
+            spec.retry_on,
+            repr(spec.misfire_grace_s),
+        )
         settings = self._settings.get(key)
         if settings is None:
             settings = self._settings[key] = fire_settings(
                 spec.queue,
-                overlap=str(spec.overlap),
-                trigger=str(trigger),
+                overlap=spec.overlap,
+                trigger=trigger,
                 timeout_s=spec.timeout_s,
-                policy=policy,
+                policy=run_policy(spec),
             )
         return Fire(run_id_for(spec.name, fire_at), spec.name, fire_at, settings)
 
@@ -232,10 +234,10 @@ class Beat:
         now = self.clock()
         each = logging.INFO if len(fires) <= LOG_EACH else logging.DEBUG
         log_each = log.isEnabledFor(each)
-        statuses: Counter[str] = Counter()
+        statuses: Counter[RunStatus] = Counter()
         delays: list[float] = []
         for (spec, fire_at), result in zip(fires, results, strict=True):
-            if not result.created:
+            if not result.created or result.status is None:
                 continue
             self.fired += 1
             self._to_trim.add(spec.name)
@@ -271,7 +273,7 @@ class Beat:
         dropped = fires[: len(fires) - len(keep)]
         if self.metrics is not None:
             for _ in dropped:
-                self.metrics.observe_fire(spec.name, 0.0, "missed")
+                self.metrics.observe_fire(spec.name, 0.0, RunStatus.MISSED)
         self.store.record_missed(
             spec.name,
             [(run_id_for(spec.name, fire_at), fire_at) for fire_at in dropped],
@@ -298,7 +300,7 @@ class Beat:
             self.store.recover_inboxes()
             self.store.promote_due()
             self._observe()
-        except ConnectionErrors as exc:
+        except StoreUnavailable as exc:
             log.warning("scheduler: reaping skipped, Redis unreachable (%s)", exc)
 
     def _observe(self) -> None:
@@ -313,8 +315,7 @@ class Beat:
                 self.alerter.run_finished(run)
         if self.alerter is not None and self._late_watched:
             now = self.clock()
-            pending = [RunStatus.QUEUED, RunStatus.RUNNING]
-            for run in self.store.history(statuses=pending, limit=1000):
+            for run in self.store.history(statuses=PENDING, limit=1000):
                 spec = self.all_specs.get(run.job)
                 if spec is None or run.job not in self._late_watched:
                     continue
@@ -344,12 +345,14 @@ class Beat:
             jobs = self._to_trim | set(names[start : start + TRIM_SLICE])
             self._to_trim = set()
             self.store.trim(jobs, self.settings.retention)
-        except ConnectionErrors as exc:
+        except StoreUnavailable as exc:
             log.warning("scheduler: maintenance skipped, Redis unreachable (%s)", exc)
 
 
 def _summary(
-    fires: list[tuple[JobSpec, datetime]], statuses: Counter[str], delays: list[float]
+    fires: list[tuple[JobSpec, datetime]],
+    statuses: Counter[RunStatus],
+    delays: list[float],
 ) -> str:
     """One line for a batch of fires: how many runs, due when, their statuses and delays."""
     first, last = min(f for _, f in fires), max(f for _, f in fires)
@@ -361,18 +364,3 @@ def _summary(
     if len(delays) < len(fires):
         text += f"; {len(fires) - len(delays)} fires were already enqueued"
     return text
-
-
-def run_policy(spec: JobSpec) -> dict[str, object]:
-    """Fields stored on each run for the transitions that follow (retries, misfire grace)."""
-    return {
-        "retries": spec.retries or None,
-        "retry_backoff_s": spec.retry_backoff_s if spec.retries else None,
-        "retry_on": ",".join(spec.retry_on) if spec.retries else None,
-        "misfire_grace_s": spec.misfire_grace_s,
-    }
-
-
-def next_fire(spec: JobSpec, after: datetime) -> datetime:
-    """The job's first fire strictly after `after`; the one code path of `sched next` too."""
-    return cron.next_fire(spec.cron, spec.every_s, spec.tz, after)

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from scheduler.model import JobSpec, Run, RunStatus, format_seconds, iso
+from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds, iso
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -93,9 +93,9 @@ def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Any]:
     try:
         try:
             store.ping()
+            yield store
         except StoreError as exc:
             _fail(str(exc))
-        yield store
     finally:
         store.close()
         if server is not None:
@@ -246,14 +246,14 @@ def next_cmd(
       sched next "30 1 * * *" --tz America/New_York --from 2025-11-01T12:00Z -n 3
       sched next backup.nightly
     """
-    from scheduler import beat, cron
+    from scheduler import cron, policy
 
     spec = _spec_for(cfg, expr_or_job, tz)
     after = _parse_from(start)
     rows = []
     zone = cron.zone(spec.tz)
     for _ in range(count):
-        after = beat.next_fire(spec, after)
+        after = policy.next_fire(spec, after)
         rows.append(
             {
                 "job": spec.name,
@@ -390,28 +390,29 @@ def _local_and_utc(moment: datetime, utc: bool) -> str:
 def _last_and_paused(cfg: Config, specs: dict[str, JobSpec]) -> tuple[dict[str, Run], set[str]]:
     """Last run per job and paused jobs, when a Redis is reachable (list works without)."""
     from scheduler import embedded
-    from scheduler.errors import StoreError
-    from scheduler.store import ConnectionErrors, Store
+    from scheduler.errors import StoreError, StoreUnavailable
+    from scheduler.store import Store
 
     url = cfg.redis_url or embedded.socket_url(cfg.state_dir)
     if not cfg.redis_url and not embedded.is_alive(url):
         return {}, set()
     store = Store(url, cfg.namespace)
     try:
-        store.ping()
+        try:
+            store.ping()
+        except StoreError as exc:
+            _fail(str(exc))
         return store.last_runs(list(specs)), store.paused_jobs()
-    except StoreError as exc:
-        _fail(str(exc))
-    except ConnectionErrors:
+    except StoreUnavailable:
         return {}, set()  # it went away meanwhile: the definitions still list
     finally:
         store.close()
 
 
 def _list_row(spec: JobSpec, run: Run | None, paused: bool, now: datetime) -> dict[str, Any]:
-    from scheduler import beat, cron, display
+    from scheduler import cron, display, policy
 
-    nxt = beat.next_fire(spec, now) if (spec.cron or spec.every_s) else None
+    nxt = policy.next_fire(spec, now) if (spec.cron or spec.every_s) else None
     return {
         "job": spec.name,
         "kind": spec.kind,
@@ -609,7 +610,7 @@ def _follow(store: Any, run_id: str, status: str, total: int, text: str) -> None
         if new > 0:
             click.echo(body[len(body) - new :].decode(errors="replace"), nl=False)
             shown = total
-        if status not in ("queued", "running"):
+        if status not in PENDING:
             click.echo(f"\n[{run_id}: {status}]", err=True)
             return
         time.sleep(0.3)  # polling a run's output for a person to read
@@ -634,7 +635,8 @@ def trigger(cfg: Config, job: str, wait: bool) -> None:
     Example:
       sched trigger examples.tick --wait
     """
-    from scheduler.beat import run_policy
+    from scheduler.model import Overlap, Trigger
+    from scheduler.policy import run_policy
 
     specs = _load(cfg)
     if job not in specs:
@@ -648,8 +650,8 @@ def trigger(cfg: Config, job: str, wait: bool) -> None:
             job=job,
             scheduled_for=now,
             queue=spec.queue,
-            overlap="allow",
-            trigger="manual",
+            overlap=Overlap.ALLOW,
+            trigger=Trigger.MANUAL,
             timeout_s=spec.timeout_s,
             advance_last_fire=False,
             policy=run_policy(spec),
@@ -951,7 +953,8 @@ def run(
     from scheduler import embedded
     from scheduler.errors import StoreError
     from scheduler.runner import Plan, Supervisor
-    from scheduler.store import Store, mask_url
+    from scheduler.store import Store
+    from scheduler.urls import mask_url
 
     _setup_logging(log_format)
     specs = _load(cfg)

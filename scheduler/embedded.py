@@ -17,10 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-import redis.exceptions
-
 from scheduler.proc import PR_SET_PDEATHSIG
+from scheduler.store import is_alive
 
 SOCKET_NAME = "redis.sock"
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -202,12 +200,4 @@ def _stop_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def is_alive(url: str) -> bool:
-    """True when a Redis server answers PING at `url`."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except (redis.exceptions.RedisError, OSError):
-        return False
-    finally:
-        client.close()
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "StateDirBusy", "is_alive", "socket_url"]

@@ -56,6 +56,33 @@ class StoreError(Exception):
     """Redis is unreachable or refused an operation; the message names the URL (masked)."""
 
 
+class StoreUnavailable(StoreError):
+    """Redis cannot serve us now; the same call may succeed later (retry with backoff).
+
+    Connection loss, timeouts, a reply cut mid-way, and the server-side refusals that pass:
+    OOM (maxmemory reached), READONLY (demoted to a replica), LOADING, BUSY (a long script),
+    MASTERDOWN, TRYAGAIN, UNBLOCKED. `what` names the kind in a few words, for one log line
+    per outage.
+    """
+
+    def __init__(self, what: str, detail: str) -> None:
+        self.what = what
+        self.detail = detail
+        super().__init__(f"{what}: {detail}")
+
+
+class StoreCorrupt(StoreError):
+    """A record in Redis cannot be used (a field that does not parse, a key of the wrong type).
+
+    Retrying does not help: the caller sets the record aside. `record` names it when known.
+    """
+
+    def __init__(self, detail: str, record: str | None = None) -> None:
+        self.detail = detail
+        self.record = record
+        super().__init__(f"{record}: {detail}" if record else detail)
+
+
 class UnknownRun(LookupError):
     """No run with that id exists."""
 

@@ -114,7 +114,7 @@ class Metrics:
         if run.duration_s is not None:
             self.run_duration.labels(job=run.job).observe(run.duration_s)
 
-    def observe_fire(self, job: str, delay_s: float, status: str) -> None:
+    def observe_fire(self, job: str, delay_s: float, status: RunStatus) -> None:
         """Record one fire the scheduler handled: `queued`, `skipped` (overlap) or `missed`."""
         kind = RunStatus(status)
         if kind not in FIRE_STATUSES:

@@ -37,7 +37,11 @@ class RunStatus(StrEnum):
     @property
     def final(self) -> bool:
         """True once the run can no longer change status."""
-        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+        return self not in PENDING
+
+
+# A run is pending while it may still change status: queued or running.
+PENDING = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 
 
 class Overlap(StrEnum):

@@ -23,9 +23,10 @@ import setproctitle
 
 from scheduler import alerts
 from scheduler.beat import Beat, BeatSettings
+from scheduler.errors import StoreUnavailable
 from scheduler.metrics import Metrics
 from scheduler.model import JobSpec
-from scheduler.store import ConnectionErrors, Store
+from scheduler.store import Store
 from scheduler.worker import (
     PR_SET_CHILD_SUBREAPER,
     Worker,
@@ -130,7 +131,7 @@ def run_exporter(plan: Plan) -> int:
     signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(signum))
     queues = sorted(set(plan.queues) | {spec.queue for spec in plan.specs.values()})
     while not stopping:
-        with contextlib.suppress(*ConnectionErrors):
+        with contextlib.suppress(StoreUnavailable):
             metrics.set_gauges(
                 queue_depths={q: store.queue_depth(q) for q in queues},
                 running=store.running_count(),

@@ -7,28 +7,138 @@ hash to one Redis Cluster slot and each script's keys are passed in KEYS.
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import json
 import math
-import random
-import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from enum import StrEnum
+from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 import redis.exceptions
 
 from scheduler import scripts
-from scheduler.model import Run, RunStatus, from_ms, to_ms
+from scheduler.errors import StoreCorrupt, StoreError, StoreUnavailable, UnknownRun
+from scheduler.model import PENDING, RUN_FIELDS, Overlap, Run, RunStatus, Trigger, from_ms, to_ms
+from scheduler.policy import Retry, RunPolicy, retry_plan
+from scheduler.urls import mask_url
 
 DEFAULT_NAMESPACE = "sched"
 STATUSES = tuple(RunStatus)
-ConnectionErrors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+# Server replies (their first word) after which the same call may succeed later.
+RETRYABLE_REPLIES = {
+    "OOM": "Redis is out of memory (maxmemory reached, noeviction)",
+    "READONLY": "Redis is a read-only replica (failover or demotion)",
+    "LOADING": "Redis is loading its data",
+    "BUSY": "Redis is busy running a script",
+    "MASTERDOWN": "the replica lost its primary",
+    "TRYAGAIN": "Redis asks to try again",
+    "CLUSTERDOWN": "the Redis cluster is down",
+    "UNBLOCKED": "Redis ended a blocking call (the server changed role)",
+    "NOREPLICAS": "Redis lacks the replicas it requires for writes",
+    "NOAUTH": "Redis asks for authentication",
+    "WRONGPASS": "Redis refused the credentials",
+    "NOPERM": "Redis refused this user access (ACL)",
+    "MISCONF": "Redis cannot persist its data (MISCONF)",
+}
+# Replies that mean a record is not what the scripts expect.
+CORRUPT_REPLIES = ("WRONGTYPE",)
+
+
+def translate(exc: BaseException) -> StoreError:
+    """The package's own error for a redis-py (or socket) failure.
+
+    Anything that is not plainly bad data is an outage: retrying is safe, crashing is not.
+    A script error names the reply the script got (`user_script:12: OOM ...`), so the first
+    known code anywhere in the message decides.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, redis.exceptions.TimeoutError):
+        return StoreUnavailable("Redis did not answer in time", text)
+    if isinstance(exc, redis.exceptions.BusyLoadingError):
+        return StoreUnavailable(RETRYABLE_REPLIES["LOADING"], text)
+    if isinstance(exc, redis.exceptions.ConnectionError | OSError):
+        return StoreUnavailable("connection to Redis lost", text)
+    if isinstance(exc, redis.exceptions.ResponseError):
+        words = [word.lstrip("-") for word in text.replace(":", " ").split()]
+        for word in words:
+            if word in RETRYABLE_REPLIES:
+                return StoreUnavailable(RETRYABLE_REPLIES[word], text)
+        if any(word in CORRUPT_REPLIES for word in words) or "user_script" in text:
+            return StoreCorrupt(f"Redis refused a transition: {text}")
+        return StoreUnavailable("Redis refused a command", text)
+    if isinstance(exc, redis.exceptions.DataError):
+        return StoreCorrupt(f"a value cannot be sent to Redis: {text}")
+    return StoreUnavailable("Redis failed", text)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """Let only StoreUnavailable / StoreCorrupt (and UnknownRun) out of a store method."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StoreError:
+            raise
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+
+    return wrapper
+
+
+def guarded_iter(method: Callable[P, Iterator[R]]) -> Callable[P, Iterator[R]]:
+    """guarded() for a generator: errors raised while it is consumed are translated too."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        try:
+            yield from method(*args, **kwargs)
+        except StoreError:
+            raise
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+
+    return wrapper
+
+
+def decode_run(fields: Mapping[str, str]) -> Run:
+    """A stored run as a Run; StoreCorrupt naming the record and the field when it is unusable."""
+    try:
+        return Run.from_fields(fields)
+    except (ValueError, TypeError, OverflowError, OSError) as exc:
+        raise StoreCorrupt(_field_problem(fields, exc), fields.get("id") or "a run") from None
+
+
+_REQUIRED = ("id", "job", "status", "scheduled_for")
+
+
+def _field_problem(fields: Mapping[str, str], exc: BaseException) -> str:
+    """Which field of a stored run cannot be read, and why."""
+    for name in _REQUIRED:
+        if not fields.get(name):
+            return f"field {name} is missing"
+    base = {name: fields[name] for name in _REQUIRED}
+    for name in RUN_FIELDS:
+        raw = fields.get(name)
+        if not raw:
+            continue
+        try:
+            Run.from_fields({**base, "status": "queued", "scheduled_for": "0", name: raw})
+        except (ValueError, TypeError, OverflowError, OSError):
+            return f"field {name} is {raw[:80]!r}, which cannot be read"
+    return f"unusable record ({exc})"
 
 
 class Keys:
@@ -152,11 +262,6 @@ def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Re
     )
 
 
-def mask_url(url: str) -> str:
-    """The URL with its passwords (userinfo and `...password=` query values) as `***`."""
-    return _QUERY_SECRET.sub(r"\1***", _PASSWORD.sub(r"\1:***@", url))
-
-
 def _advice(exc: BaseException) -> str:
     """What to change for a connection that failed."""
     if "certificate verify failed" in str(exc):
@@ -167,12 +272,6 @@ def _advice(exc: BaseException) -> str:
     return (
         "start it or set --redis-url / SCHED_REDIS_URL (without either, `sched run` starts its own)"
     )
-
-
-# `//user:password@` (user may be empty), up to the last `@` before the path, so a password
-# with an unencoded `@` is hidden whole; works for several comma-separated hosts too.
-_PASSWORD = re.compile(r"(//[^/@:]*):[^/]*@")
-_QUERY_SECRET = re.compile(r"([?&][a-z_]*password=)[^&#]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -192,44 +291,49 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
-class Retry:
-    """The next attempt of a run: its id, its backoff delay and its attempt number."""
-
-    run_id: str
-    delay_ms: int
-    attempt: int
-
-
-DEFAULT_RETRY_ON = ("failed", "timed-out", "lost")
-
-
-def retry_plan(fields: Mapping[str, str], status: RunStatus) -> Retry | None:
-    """The retry a run earns by ending with `status`, from the policy stored on it.
-
-    The delay doubles with each attempt from `retry_backoff_s`, with equal jitter (half fixed,
-    half random) so that runs failing together do not retry in lockstep.
-    """
-    retries = int(fields.get("retries") or 0)
-    attempt = int(fields.get("attempt") or 1)
-    retry_on = (fields.get("retry_on") or ",".join(DEFAULT_RETRY_ON)).split(",")
-    if attempt > retries or str(status) not in retry_on:
-        return None
-    base = float(fields.get("retry_backoff_s") or 60.0) * 2 ** (attempt - 1)
-    delay = base / 2 + random.uniform(0, base / 2)
-    root = fields["id"].split("#", 1)[0]
-    return Retry(f"{root}#{attempt + 1}", int(delay * 1000), attempt + 1)
-
-
-@dataclass(frozen=True)
 class Enqueued:
-    """What an enqueue did: whether it created the run, and the run's status."""
+    """What an enqueue did: whether it created the run, and the run's status.
+
+    `status` is None for a stale fire (not after the job's last fire): nothing was created.
+    """
 
     run_id: str
     created: bool
-    status: str
+    status: RunStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A run this worker holds now: its record as claimed, and the policy stored on it."""
+
+    run: Run
+    policy: RunPolicy
+
+    def fields(self) -> dict[str, object]:
+        """The record as stored (to write it back if Redis loses it)."""
+        out: dict[str, object] = {}
+        for name in RUN_FIELDS:
+            value = getattr(self.run, name)
+            if name == "result" and value is not None:
+                value = json.dumps(value)
+            out[name] = value
+        out.update(self.policy.fields())
+        return {name: value for name, value in out.items() if value is not None}
+
+
+def decode_claimed(fields: Mapping[str, str]) -> Claimed:
+    """The claimed record; StoreCorrupt when a field cannot be read."""
+    run = decode_run(fields)
+    try:
+        policy = RunPolicy.from_fields(fields)
+    except ValueError as exc:
+        raise StoreCorrupt(str(exc), run.id) from None
+    return Claimed(run, policy)
 
 
 def _encode(value: object) -> str:
+    if isinstance(value, StrEnum):
+        return str(value)
     if isinstance(value, datetime):
         return str(to_ms(value))
     if isinstance(value, dict | list):
@@ -252,39 +356,80 @@ def _pairs(fields: Mapping[str, object]) -> list[str]:
 # Redis's limits and holds the server for milliseconds, not seconds.
 ENQUEUE_BATCH = 1000
 
-# How fires are enqueued (see fire_settings): a tuple of strings, built once and shared by
-# every fire of a job, so a batch passes each distinct one once.
-FireSettings = tuple[str, ...]
+# The outcomes an enqueue may record instead of queueing the run.
+_RECORDED = (RunStatus.MISSED, RunStatus.SKIPPED)
+
+
+@dataclass(frozen=True, slots=True)
+class FireSettings:
+    """How to enqueue a fire (see fire_settings); shared by every fire of a job definition."""
+
+    queue: str
+    overlap: Overlap = Overlap.SKIP
+    trigger: Trigger = Trigger.SCHEDULE
+    attempt: int = 1
+    timeout_s: float | None = None
+    policy: RunPolicy = RunPolicy()
+    scheduled: bool = True
+    # QUEUED to queue the run, or MISSED / SKIPPED to record it so with `reason`.
+    outcome: RunStatus = RunStatus.QUEUED
+    reason: str = ""
+
+    @property
+    def reads_active(self) -> bool:
+        """Whether the script needs the job's active runs: overlap queue/replace, to be queued."""
+        return self.overlap in _READS_ACTIVE and self.outcome is RunStatus.QUEUED
+
+
+_READS_ACTIVE = (Overlap.QUEUE, Overlap.REPLACE)
 
 
 def fire_settings(
     queue: str,
     *,
-    overlap: str = "skip",
-    trigger: str = "schedule",
+    overlap: Overlap = Overlap.SKIP,
+    trigger: Trigger = Trigger.SCHEDULE,
     attempt: int = 1,
     timeout_s: float | None = None,
-    policy: Mapping[str, object] | None = None,
+    policy: RunPolicy | None = None,
     scheduled: bool = True,
-    outcome: str = "queue",
+    outcome: RunStatus = RunStatus.QUEUED,
     reason: str = "",
 ) -> FireSettings:
     """How to enqueue a fire; the arguments of Store.enqueue() other than the fire itself.
 
     A `scheduled` fire must come after the job's last fire, advances it and honours pause
-    (a manual run is not scheduled). With `outcome` `missed` or `skipped` the run is recorded
+    (a manual run is not scheduled). With `outcome` MISSED or SKIPPED the run is recorded
     with that status and `reason` instead of being queued.
     """
-    if outcome not in ("queue", "missed", "skipped"):
-        raise ValueError(f"outcome {outcome!r}: expected 'queue', 'missed' or 'skipped'")
-    fields = {"trigger": trigger, "attempt": attempt, "queue": queue, "timeout_s": timeout_s}
-    fields.update(policy or {})
-    return (overlap, "1" if scheduled else "0", outcome, reason, queue, *_pairs(fields))
+    if outcome not in (RunStatus.QUEUED, *_RECORDED):
+        raise ValueError(f"outcome {outcome!r}: expected queued, missed or skipped")
+    return FireSettings(
+        queue,
+        Overlap(overlap),
+        Trigger(trigger),
+        attempt,
+        timeout_s,
+        policy or RunPolicy(),
+        scheduled,
+        RunStatus(outcome),
+        reason,
+    )
 
 
-def _reads_active(settings: FireSettings) -> bool:
-    """Whether the script needs the job's active runs: overlap queue/replace, to be queued."""
-    return settings[0] in ("queue", "replace") and settings[2] == "queue"
+def _settings_args(settings: FireSettings) -> tuple[str, ...]:
+    """The settings as the enqueue script reads them (see its comment)."""
+    fields: dict[str, object] = {
+        "trigger": settings.trigger,
+        "attempt": settings.attempt,
+        "queue": settings.queue,
+        "timeout_s": settings.timeout_s,
+        **settings.policy.fields(),
+    }
+    outcome = "queue" if settings.outcome is RunStatus.QUEUED else str(settings.outcome)
+    scheduled = "1" if settings.scheduled else "0"
+    head = (str(settings.overlap), scheduled, outcome, settings.reason, settings.queue)
+    return head + tuple(_pairs(fields))
 
 
 class Fire(NamedTuple):
@@ -365,6 +510,7 @@ class Store:
         self.socket_timeout_s = socket_timeout_s
         # A bounded wait, so a stalled Redis cannot hold a caller forever.
         self.redis: redis.Redis = connect(url, timeout_s=socket_timeout_s, connect_timeout_s=5)
+        self._settings_args: dict[FireSettings, tuple[str, ...]] = {}
         self._enqueue = self.redis.register_script(scripts.ENQUEUE)
         self._claim = self.redis.register_script(scripts.CLAIM)
         # Heartbeats go through their own client with a short timeout: a worker waiting on
@@ -391,9 +537,10 @@ class Store:
         return mask_url(self.url)
 
     def ping(self) -> None:
-        """Check that Redis answers, lets us use our keys and keeps them; StoreError if not."""
-        from scheduler.errors import StoreError
+        """Check that Redis answers, lets us use our keys and keeps them.
 
+        StoreUnavailable when it cannot be reached now, StoreError when it is set up wrong.
+        """
         try:
             self.redis.ping()
             # A harmless read of one of our keys: an ACL user confined to other keys fails here.
@@ -409,10 +556,12 @@ class Store:
                 f"Redis at {self.describe()} refused the credentials: {exc}; "
                 "check the user and password in --redis-url / SCHED_REDIS_URL"
             ) from exc
-        except ConnectionErrors as exc:
-            raise StoreError(
-                f"cannot reach Redis at {self.describe()}: {exc}; {_advice(exc)}"
-            ) from exc
+        except (redis.exceptions.RedisError, OSError) as exc:
+            problem = translate(exc)
+            if isinstance(problem, StoreUnavailable):
+                what = f"cannot reach Redis at {self.describe()}"
+                raise StoreUnavailable(what, f"{exc}; {_advice(exc)}") from exc
+            raise problem from exc
         policy = self._config_value("maxmemory-policy")
         if policy and policy != "noeviction" and not policy.startswith("volatile"):
             raise StoreError(
@@ -420,6 +569,7 @@ class Store:
                 "run records and queues; set maxmemory-policy to 'noeviction'"
             )
 
+    @guarded
     def _config_value(self, name: str) -> str | None:
         try:
             reply = cast(dict[str, str], self.redis.config_get(name))
@@ -434,6 +584,7 @@ class Store:
 
     # -- scheduling ----------------------------------------------------------------------
 
+    @guarded
     def enqueue(
         self,
         *,
@@ -441,20 +592,20 @@ class Store:
         job: str,
         scheduled_for: datetime,
         queue: str,
-        overlap: str = "skip",
-        trigger: str = "schedule",
+        overlap: Overlap = Overlap.SKIP,
+        trigger: Trigger = Trigger.SCHEDULE,
         attempt: int = 1,
         timeout_s: float | None = None,
         advance_last_fire: bool = True,
-        outcome: str = "queue",
+        outcome: RunStatus = RunStatus.QUEUED,
         reason: str = "",
-        policy: Mapping[str, object] | None = None,
+        policy: RunPolicy | None = None,
     ) -> Enqueued:
         """Create the run for one fire (once per id) and queue it, skip it or record it missed.
 
-        `policy` holds fields stored on the run for later transitions (retries,
-        retry_backoff_s, misfire_grace_s). With overlap `queue` or `replace` the job's active
-        runs are read first and the script re-checks them, retrying if they changed.
+        `policy` is stored on the run for later transitions (retries, misfire grace). With
+        overlap `queue` or `replace` the job's active runs are read first and the script
+        re-checks them, retrying if they changed.
         """
         settings = fire_settings(
             queue,
@@ -469,6 +620,7 @@ class Store:
         )
         return self.enqueue_many([Fire(run_id, job, scheduled_for, settings)])[0]
 
+    @guarded
     def enqueue_many(self, fires: Sequence[Fire]) -> list[Enqueued]:
         """Enqueue fires in order, up to ENQUEUE_BATCH per script call.
 
@@ -480,6 +632,7 @@ class Store:
             results += self._enqueue_batch(fires[start : start + ENQUEUE_BATCH])
         return results
 
+    @guarded
     def record_missed(
         self,
         job: str,
@@ -491,7 +644,11 @@ class Store:
     ) -> int:
         """Record many (run id, fire) pairs as `missed`; return how many were created."""
         settings = fire_settings(
-            queue, overlap="allow", timeout_s=timeout_s, outcome="missed", reason=reason
+            queue,
+            overlap=Overlap.ALLOW,
+            timeout_s=timeout_s,
+            outcome=RunStatus.MISSED,
+            reason=reason,
         )
         batch = [Fire(run_id, job, fire_at, settings) for run_id, fire_at in fires]
         return sum(result.created for result in self.enqueue_many(batch))
@@ -510,7 +667,8 @@ class Store:
             for fire, outcome in zip(rest, reply.split(" "), strict=False):
                 if outcome == "0retry":
                     break
-                done.append(Enqueued(fire.run_id, outcome[0] == "1", outcome[1:]))
+                status = None if outcome == "0stale" else RunStatus(outcome[1:])
+                done.append(Enqueued(fire.run_id, outcome[0] == "1", status))
             tries = 0 if len(done) > progress else tries + 1
             if tries >= 100:
                 job = fires[len(done)].job
@@ -519,7 +677,7 @@ class Store:
 
     def _active_runs(self, fires: Sequence[Fire]) -> list[list[str]]:
         """The ids of each fire's job's active runs, read for overlap queue/replace only."""
-        reads = [i for i, fire in enumerate(fires) if _reads_active(fire.settings)]
+        reads = [i for i, fire in enumerate(fires) if fire.settings.reads_active]
         active: list[list[str]] = [[] for _ in fires]
         if reads:
             pipe = self.redis.pipeline(transaction=False)
@@ -548,7 +706,13 @@ class Store:
             groups[-1][2].append((fire, ids))
         queues: dict[str, int] = {}
         args: list[str | int] = [0, len(settings)]
-        for overlap, scheduled, outcome, reason, queue, *pairs in settings:
+        for each in settings:
+            encoded = self._settings_args.get(each)
+            if encoded is None:
+                if len(self._settings_args) > 10_000:
+                    self._settings_args.clear()
+                encoded = self._settings_args[each] = _settings_args(each)
+            overlap, scheduled, outcome, reason, queue, *pairs = encoded
             number = queues.setdefault(queue, len(queues) + 1)
             args += (overlap, scheduled, outcome, reason, number, len(pairs) // 2, *pairs)
         args[0] = len(queues)
@@ -567,27 +731,32 @@ class Store:
             for fire, ids in members:
                 keys += (k.run(fire.run_id), k.active(fire.job), k.by_job(fire.job))
                 args += (fire.run_id, fire.job)
-                if _reads_active(fire.settings):
+                if fire.settings.reads_active:
                     keys += (k.run(other) for other in ids)
                     args += (len(ids), *ids)
         return keys, args
 
+    @guarded
     def pause(self, job: str) -> bool:
         """Pause a job's schedule (fires are recorded skipped); False if it already was."""
         return bool(self.redis.sadd(self.keys.paused, job))
 
+    @guarded
     def resume(self, job: str) -> bool:
         """Resume a paused job; False if it was not paused."""
         return bool(self.redis.srem(self.keys.paused, job))
 
+    @guarded
     def paused_jobs(self) -> set[str]:
         """The names of paused jobs."""
         return cast(set[str], self.redis.smembers(self.keys.paused))
 
+    @guarded
     def claim_epoch(self) -> bool:
         """Mark this Redis as holding our data; True if the mark was missing (new or emptied)."""
         return bool(self.redis.set(self.keys.epoch, str(self.server_time_ms()), nx=True))
 
+    @guarded
     def last_fires(self) -> dict[str, datetime]:
         """The newest fire instant enqueued (or recorded) for each job."""
         raw = cast(dict[str, str], self.redis.hgetall(self.keys.last_fire))
@@ -595,6 +764,7 @@ class Store:
 
     # -- workers -------------------------------------------------------------------------
 
+    @guarded
     def wait_for_run(self, worker: str, queues: Sequence[str], timeout_s: float) -> str | None:
         """Move the next queued run id into the worker's inbox, waiting up to timeout_s."""
         k = self.keys
@@ -612,7 +782,8 @@ class Store:
         moved = self.redis.blmove(k.queue(queues[0]), inbox, wait, "LEFT", "RIGHT")
         return cast(str | None, moved)
 
-    def claim(self, worker: str, run_id: str, lease_s: float) -> dict[str, str] | None:
+    @guarded
+    def claim(self, worker: str, run_id: str, lease_s: float) -> Claimed | None:
         """Turn a run in the worker's inbox into `running`; None when it is not to be run."""
         k = self.keys
         job = run_id.split("@", 1)[0]
@@ -632,8 +803,9 @@ class Store:
         )
         if not flat:
             return None
-        return dict(zip(flat[::2], flat[1::2], strict=True))
+        return decode_claimed(dict(zip(flat[::2], flat[1::2], strict=True)))
 
+    @guarded
     def refuse(self, worker: str, run_id: str, job: str, reason: str) -> bool:
         """Fail a queued run the worker will not execute, without starting it."""
         k = self.keys
@@ -651,6 +823,7 @@ class Store:
             )
         )
 
+    @guarded
     def heartbeat(
         self,
         worker: str,
@@ -682,6 +855,7 @@ class Store:
         )
         return Heartbeat(bool(reply[0]), str(reply[1]) or None)
 
+    @guarded
     def finish(
         self,
         worker: str,
@@ -700,6 +874,7 @@ class Store:
         reply = self._finish(keys=keys, args=args)
         return bool(reply[0]), str(reply[1])
 
+    @guarded
     def finish_and_take(
         self,
         worker: str,
@@ -731,15 +906,17 @@ class Store:
                 raise reply
         except BaseException:
             if taken is not None:
-                with contextlib.suppress(*ConnectionErrors):
+                with contextlib.suppress(StoreError):
                     self.give_back(worker, taken, queue)
             raise
         return bool(reply[0]), str(reply[1]), taken
 
+    @guarded
     def inbox_head(self, worker: str) -> str | None:
         """The first run id in the worker's inbox (moved from a queue, not claimed yet)."""
         return cast(str | None, self.redis.lindex(self.keys.inbox(worker), 0))
 
+    @guarded
     def give_back(self, worker: str, run_id: str, queue: str) -> bool:
         """Return a run id this worker moved into its inbox, unclaimed, to the head of `queue`."""
         k = self.keys
@@ -791,6 +968,7 @@ class Store:
             k.by_status(RunStatus.QUEUED),
         ]
 
+    @guarded
     def restore(self, fields: Mapping[str, object]) -> bool:
         """Re-create a finished run's record from a worker's copy (after Redis lost it)."""
         k = self.keys
@@ -802,13 +980,12 @@ class Store:
             )
         )
 
+    @guarded
     def kill(self, run_id: str, reason: str = "operator") -> str:
         """Stop a run: a queued one at once, a running one through its worker's heartbeat.
 
         Returns the status it had; UnknownRun when there is no such run.
         """
-        from scheduler.errors import UnknownRun
-
         k = self.keys
         fields = cast(list[str | None], self.redis.hmget(k.run(run_id), "job", "queue"))
         if fields[0] is None:
@@ -828,6 +1005,7 @@ class Store:
         )
         return str(before)
 
+    @guarded
     def unregister_worker(self, worker: str) -> None:
         """Remove a worker that is shutting down (its inbox is empty by then)."""
         pipe = self.redis.pipeline()
@@ -835,6 +1013,7 @@ class Store:
         pipe.delete(self.keys.worker(worker))
         pipe.execute()
 
+    @guarded
     def workers(self) -> list[dict[str, str]]:
         """Live workers with their fields (host, pid, queues, current run, heartbeat)."""
         now_ms = self.server_time_ms()
@@ -845,6 +1024,7 @@ class Store:
         rows = cast(list[dict[str, str]], pipe.execute())
         return [{"id": wid, **row} for wid, row in zip(ids, rows, strict=True)]
 
+    @guarded
     def server_time_ms(self) -> int:
         """Redis server time in milliseconds."""
         secs, micros = self.redis.time()
@@ -852,6 +1032,7 @@ class Store:
 
     # -- recovery ------------------------------------------------------------------------
 
+    @guarded
     def reap(
         self, lease_s: float, reason: str = "lease expired: its worker stopped renewing it"
     ) -> list[str]:
@@ -867,7 +1048,7 @@ class Store:
         for run_id in expired:
             fields = cast(dict[str, str], self.redis.hgetall(k.run(run_id)))
             job = fields.get("job", "-")
-            plan = retry_plan(fields, RunStatus.LOST)
+            plan = _retry_after_loss(run_id, fields)
             retry_id = plan.run_id if plan else ""
             done = self._reap(
                 keys=[
@@ -894,6 +1075,7 @@ class Store:
                 lost.append(run_id)
         return lost
 
+    @guarded
     def take_ended(self, count: int = 500) -> list[Run]:
         """Take up to `count` runs from the feed of runs that reached a final status.
 
@@ -903,10 +1085,12 @@ class Store:
         ids = cast(list[str] | None, self.redis.lpop(self.keys.ended, count))
         return self._runs(ids) if ids else []
 
+    @guarded
     def running_count(self) -> int:
         """How many runs hold a lease now."""
         return int(self.redis.zcard(self.keys.running))
 
+    @guarded
     def promote_due(self) -> int:
         """Queue the retries whose backoff has passed; return how many."""
         k = self.keys
@@ -922,6 +1106,7 @@ class Store:
             )
         return moved
 
+    @guarded
     def recover_inboxes(self) -> int:
         """Requeue runs that dead workers took from a queue but never claimed."""
         k = self.keys
@@ -939,15 +1124,15 @@ class Store:
 
     # -- history -------------------------------------------------------------------------
 
+    @guarded
     def get_run(self, run_id: str) -> Run:
         """The run with this id; UnknownRun when there is none."""
-        from scheduler.errors import UnknownRun
-
         fields = cast(dict[str, str], self.redis.hgetall(self.keys.run(run_id)))
         if not fields:
             raise UnknownRun(run_id)
-        return Run.from_fields(fields)
+        return decode_run(fields)
 
+    @guarded
     def live_output(self, run_id: str) -> tuple[str, int, str]:
         """(status, bytes written so far, output tail) of a run, for following its output."""
         status, total, live, final, final_total = cast(
@@ -962,18 +1147,18 @@ class Store:
             ),
         )
         if status is None:
-            from scheduler.errors import UnknownRun
-
             raise UnknownRun(run_id)
-        if status in ("queued", "running"):
+        if status in PENDING:
             return status, int(total or 0), live or ""
         text = final or ""
         return status, int(final_total or len(text.encode())), text
 
+    @guarded
     def raw_run(self, run_id: str) -> dict[str, str]:
         """The stored fields of a run as they are (for diagnostics such as late reports)."""
         return cast(dict[str, str], self.redis.hgetall(self.keys.run(run_id)))
 
+    @guarded
     def history(
         self,
         *,
@@ -988,6 +1173,7 @@ class Store:
             self.iter_history(job=job, statuses=statuses, since=since, until=until, limit=limit)
         )
 
+    @guarded_iter
     def iter_history(
         self,
         *,
@@ -1050,8 +1236,9 @@ class Store:
         for run_id in ids:
             pipe.hgetall(self.keys.run(run_id))
         rows = cast(list[dict[str, str]], pipe.execute())
-        return [Run.from_fields(row) for row in rows if row]
+        return [decode_run(row) for row in rows if row]
 
+    @guarded
     def last_runs(self, jobs: Sequence[str]) -> dict[str, Run]:
         """The newest run of each job that has one."""
         pipe = self.redis.pipeline(transaction=False)
@@ -1061,10 +1248,12 @@ class Store:
         ids = [head[0] for head in heads if head]
         return {run.job: run for run in self._runs(ids)}
 
+    @guarded
     def queue_depth(self, queue: str) -> int:
         """How many runs wait in a queue."""
         return int(self.redis.llen(self.keys.queue(queue)))
 
+    @guarded
     def trim(self, jobs: Iterable[str], retention: Retention) -> int:
         """Apply retention to each job's history; return how many runs were forgotten."""
         k = self.keys
@@ -1085,6 +1274,7 @@ class Store:
 
     # -- views over many runs --------------------------------------------------------------
 
+    @guarded
     def summaries(self, ids: Sequence[str]) -> list[RunSummary]:
         """RunSummary of each id that still has a record, in the order given."""
         out: list[RunSummary] = []
@@ -1097,6 +1287,7 @@ class Store:
                     out.append(summary)
         return out
 
+    @guarded
     def recent_runs(self, jobs: Sequence[str], count: int) -> dict[str, list[RunSummary]]:
         """The newest `count` runs of each job (by fire time), oldest first; jobs without
         runs are left out."""
@@ -1110,6 +1301,7 @@ class Store:
             out.setdefault(summary.id.split("@", 1)[0], []).append(summary)
         return out
 
+    @guarded
     def runs_between(
         self, job: str, since: datetime, until: datetime, limit: int
     ) -> list[RunSummary]:
@@ -1123,6 +1315,7 @@ class Store:
         ids.reverse()
         return self.summaries(ids)
 
+    @guarded
     def oldest_run_at(self, job: str) -> datetime | None:
         """The fire time of the job's oldest kept run (history before it was trimmed)."""
         head = cast(
@@ -1130,6 +1323,7 @@ class Store:
         )
         return from_ms(int(head[0][1])) if head else None
 
+    @guarded
     def status_counts(self, since: datetime | None, until: datetime | None) -> dict[str, int]:
         """How many runs of every job have each status, among those scheduled in the window."""
         low: str | int = to_ms(since) if since else "-inf"
@@ -1139,3 +1333,24 @@ class Store:
             pipe.zcount(self.keys.by_status(status), low, high)
         counts = cast(list[int], pipe.execute())
         return {str(status): int(n) for status, n in zip(STATUSES, counts, strict=True)}
+
+
+def _retry_after_loss(run_id: str, fields: Mapping[str, str]) -> Retry | None:
+    """The retry a lost run earns; none when its stored policy cannot be read."""
+    try:
+        attempt = int(fields.get("attempt") or 1)
+        policy = RunPolicy.from_fields(fields)
+    except ValueError:
+        return None
+    return retry_plan(run_id, attempt, policy, RunStatus.LOST)
+
+
+def is_alive(url: str) -> bool:
+    """True when a Redis server answers PING at `url`."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.exceptions.RedisError, OSError):
+        return False
+    finally:
+        client.close()

@@ -27,8 +27,10 @@ from typing import Any
 import setproctitle
 
 from scheduler import horse
-from scheduler.model import JobSpec, RunStatus, format_seconds, from_ms, iso
-from scheduler.store import ConnectionErrors, Retry, Store, retry_plan
+from scheduler.errors import StoreUnavailable
+from scheduler.model import JobSpec, Run, RunStatus, format_seconds, iso, to_ms
+from scheduler.policy import Retry, retry_plan
+from scheduler.store import Claimed, Store
 
 log = logging.getLogger("sched.worker")
 
@@ -219,7 +221,7 @@ class Worker:
                 self._may_take = len(self.queues) == 1 and (max_runs is None or done + 1 < max_runs)
                 try:
                     done += self._serve_one()
-                except ConnectionErrors as exc:
+                except StoreUnavailable as exc:
                     log.warning("worker %s: Redis unreachable (%s); retrying", self.id, exc)
                     self._check_inbox = True
                     self._sleep(1.0)
@@ -228,7 +230,7 @@ class Worker:
         self._may_take = False
         self._deliver_pending(final=True)
         if self._give_back():
-            with contextlib.suppress(*ConnectionErrors):
+            with contextlib.suppress(StoreUnavailable):
                 self.store.unregister_worker(self.id)
         log.info("worker %s: stopped", self.id)
         return 0
@@ -244,10 +246,10 @@ class Worker:
             run_id = self.store.wait_for_run(self.id, self.queues, self.settings.idle_wait_s)
         if run_id is None:
             return 0
-        fields = self.store.claim(self.id, run_id, self.settings.lease_s)
-        if fields is None:
+        claimed = self.store.claim(self.id, run_id, self.settings.lease_s)
+        if claimed is None:
             return 0
-        self.execute(fields)
+        self.execute(claimed)
         return 1
 
     def _maintain(self) -> None:
@@ -281,9 +283,9 @@ class Worker:
 
     # -- one run -------------------------------------------------------------------------
 
-    def execute(self, fields: Mapping[str, str]) -> RunStatus:
+    def execute(self, claimed: Claimed) -> RunStatus:
         """Run a claimed run to its end and record the outcome; return the final status."""
-        run_id, job = fields["id"], fields["job"]
+        run_id, job = claimed.run.id, claimed.run.job
         spec = self.specs.get(job)
         if spec is None:
             outcome = Outcome(
@@ -291,14 +293,14 @@ class Worker:
                 reason=f"job {job!r} is not defined in this worker's jobs folder; "
                 "nothing was imported or run",
             )
-            self._record(fields, outcome, 0.0)
+            self._record(claimed, outcome, 0.0)
             return outcome.status
-        timeout_s = float(fields.get("timeout_s") or spec.timeout_s)
+        timeout_s = claimed.run.timeout_s or spec.timeout_s
         self._title(f"running {run_id}")
         started = time.monotonic()
-        outcome = self._fork_and_watch(run_id, spec, timeout_s, _run_env(fields))
+        outcome = self._fork_and_watch(run_id, spec, timeout_s, _run_env(claimed.run))
         duration = time.monotonic() - started
-        self._record(fields, outcome, duration)
+        self._record(claimed, outcome, duration)
         self._title("idle")
         return outcome.status
 
@@ -501,7 +503,7 @@ class Worker:
             live = (tail.total, tail.body())
         try:
             beat = self.store.heartbeat(self.id, self.settings.lease_s, run_id, pid, live)
-        except ConnectionErrors as exc:
+        except StoreUnavailable as exc:
             log.warning("run %s: cannot renew lease (%s); the horse keeps running", run_id, exc)
             return
         if live is not None:
@@ -562,8 +564,8 @@ class Worker:
 
     # -- recording -----------------------------------------------------------------------
 
-    def _record(self, claimed: Mapping[str, str], outcome: Outcome, duration_s: float) -> None:
-        run_id = claimed["id"]
+    def _record(self, claimed: Claimed, outcome: Outcome, duration_s: float) -> None:
+        run_id = claimed.run.id
         fields: dict[str, object] = {
             "reason": outcome.reason,
             "exit_code": outcome.exit_code,
@@ -572,8 +574,8 @@ class Worker:
             "result": json.dumps(outcome.result) if outcome.result is not None else None,
             **outcome.fields,
         }
-        retry = retry_plan(claimed, outcome.status)
-        self._pending.append(_Report(dict(claimed), outcome.status, duration_s, fields, retry))
+        retry = retry_plan(run_id, claimed.run.attempt, claimed.policy, outcome.status)
+        self._pending.append(_Report(claimed, outcome.status, duration_s, fields, retry))
         self._deliver_pending()
         log.info(
             "run %s: %s in %.3fs%s%s",
@@ -596,7 +598,7 @@ class Worker:
             report = self._pending[0]
             try:
                 self._deliver(report)
-            except ConnectionErrors as exc:
+            except StoreUnavailable as exc:
                 self._check_inbox = True  # the reply may be lost after a next id was taken
                 if not final:
                     log.warning("run %s: report waits for Redis (%s)", report.run_id, exc)
@@ -636,7 +638,7 @@ class Worker:
             return True
         try:
             self.store.give_back(self.id, run_id, self.queues[0])
-        except ConnectionErrors as exc:
+        except StoreUnavailable as exc:
             log.warning("run %s: cannot give it back to its queue yet (%s)", run_id, exc)
             return False
         return True
@@ -645,7 +647,7 @@ class Worker:
         args = (
             self.id,
             report.run_id,
-            report.claimed["job"],
+            report.claimed.run.job,
             report.status,
             report.duration_s,
             report.fields,
@@ -675,7 +677,7 @@ class Worker:
 class _Report:
     """A finished run's report, kept until Redis has it."""
 
-    claimed: dict[str, str]
+    claimed: Claimed
     status: RunStatus
     duration_s: float
     fields: dict[str, object]
@@ -683,17 +685,18 @@ class _Report:
 
     @property
     def run_id(self) -> str:
-        return self.claimed["id"]
+        return self.claimed.run.id
 
     def restored(self) -> dict[str, object]:
         """The full record, from the fields seen at claim time plus the outcome."""
-        started = int(self.claimed.get("started_at") or 0)
+        run = self.claimed.run
+        started = to_ms(run.started_at) if run.started_at else 0
         duration_ms = int(self.duration_s * 1000)
         return {
-            **self.claimed,
+            **self.claimed.fields(),
             **{k: v for k, v in self.fields.items() if v is not None},
             "status": str(self.status),
-            "worker": self.claimed.get("worker", ""),
+            "worker": run.worker or "",
             "finished_at": started + duration_ms,
             "duration_s": f"{self.duration_s:.3f}",
         }
@@ -709,15 +712,14 @@ def signal_echo(last: tuple[int, float] | None, signum: int) -> bool:
     return last is not None and last[0] == signum and time.monotonic() - last[1] < SIGNAL_ECHO_S
 
 
-def _run_env(fields: Mapping[str, str]) -> dict[str, str]:
+def _run_env(run: Run) -> dict[str, str]:
     """What a horse learns about its run through the environment."""
-    scheduled = fields.get("scheduled_for")
     return {
-        "SCHED_RUN_ID": fields["id"],
-        "SCHED_JOB": fields["job"],
-        "SCHED_ATTEMPT": fields.get("attempt", "1"),
-        "SCHED_TRIGGER": fields.get("trigger", "schedule"),
-        "SCHED_SCHEDULED_FOR": iso(from_ms(int(scheduled))) if scheduled else "",
+        "SCHED_RUN_ID": run.id,
+        "SCHED_JOB": run.job,
+        "SCHED_ATTEMPT": str(run.attempt),
+        "SCHED_TRIGGER": str(run.trigger),
+        "SCHED_SCHEDULED_FOR": iso(run.scheduled_for),
     }
 
 

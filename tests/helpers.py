@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from scheduler.model import Run
+from scheduler.model import Overlap, Run, Trigger
+from scheduler.policy import RunPolicy
 from scheduler.store import Store
 
 T = TypeVar("T")
@@ -64,11 +65,11 @@ def trigger(store: Store, job: str, *, retries: int = 0, timeout_s: float | None
         job=job,
         scheduled_for=datetime.now(UTC),
         queue="default",
-        overlap="allow",
-        trigger="manual",
+        overlap=Overlap.ALLOW,
+        trigger=Trigger.MANUAL,
         timeout_s=timeout_s,
         advance_last_fire=False,
-        policy={"retries": retries, "retry_backoff_s": 0.1} if retries else None,
+        policy=RunPolicy(retries=retries, retry_backoff_s=0.1),
     )
     return run_id
 

@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from scheduler import beat, cron
+from scheduler import cron, policy
 from scheduler.errors import StoreError, UnknownRun
 from scheduler.model import JobSpec, RunStatus, iso
-from scheduler.store import ConnectionErrors, Store
+from scheduler.store import Store
 from scheduler.web.inputs import BadInput, parse_limit, parse_statuses, parse_when
 
 MAX_NEXT = 10_000
@@ -50,7 +50,7 @@ def next_rows(spec: JobSpec, after: datetime, count: int) -> list[dict[str, Any]
     rows = []
     zone = cron.zone(spec.tz)
     for _ in range(count):
-        after = beat.next_fire(spec, after)
+        after = policy.next_fire(spec, after)
         rows.append(
             {
                 "job": spec.name,
@@ -127,7 +127,7 @@ def _json(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
             return _error(400, str(exc))
         except NotFound as exc:
             return _error(404, str(exc))
-        except (StoreError, *ConnectionErrors) as exc:
+        except StoreError as exc:
             return _error(503, f"cannot read the store: {exc}")
         return JSONResponse(body, headers={"cache-control": "no-store"})
 

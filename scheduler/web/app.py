@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from scheduler import display
 from scheduler.errors import StoreError, UnknownRun
 from scheduler.model import JobSpec, RunStatus, iso
-from scheduler.store import ConnectionErrors, Store
+from scheduler.store import Store
 from scheduler.web import api, security, views
 from scheduler.web.inputs import BadInput, parse_limit, parse_statuses, parse_when
 from scheduler.web.svg import run_href
@@ -152,7 +152,7 @@ def _page(ctx: Context, handler: Handler) -> Any:
             return await run_in_threadpool(handler, ctx, request, form)
         except BadInput as exc:
             return _error(ctx, request, 400, str(exc))
-        except (StoreError, *ConnectionErrors) as exc:
+        except StoreError as exc:
             return _error(ctx, request, 503, f"cannot read the store: {exc}")
         except HTTPException as exc:
             return _error(ctx, request, exc.status_code, str(exc.detail))
@@ -381,7 +381,8 @@ def _job_action(ctx: Context, request: Request, form: dict[str, str]) -> Respons
 
 def trigger(store: Store, spec: JobSpec) -> str:
     """Queue a manual run exactly as `sched trigger` does; its id."""
-    from scheduler.beat import run_policy
+    from scheduler.model import Overlap, Trigger
+    from scheduler.policy import run_policy
 
     now = datetime.now(UTC)
     run_id = f"{spec.name}@manual-{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -390,8 +391,8 @@ def trigger(store: Store, spec: JobSpec) -> str:
         job=spec.name,
         scheduled_for=now,
         queue=spec.queue,
-        overlap="allow",
-        trigger="manual",
+        overlap=Overlap.ALLOW,
+        trigger=Trigger.MANUAL,
         timeout_s=spec.timeout_s,
         advance_last_fire=False,
         policy=run_policy(spec),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from scheduler import beat, display
+from scheduler import display, policy
 from scheduler.model import JobSpec, Run, RunStatus, from_ms, iso, to_ms
 from scheduler.store import RunSummary, Store
 from scheduler.web import svg, timeline
@@ -78,7 +78,7 @@ def overview(
             JobRow(
                 spec=spec,
                 description=_describe(spec),
-                next_fire=beat.next_fire(spec, now) if (spec.cron or spec.every_s) else None,
+                next_fire=policy.next_fire(spec, now) if (spec.cron or spec.every_s) else None,
                 last=last,
                 paused=spec.name in paused,
                 strip=svg.strip(runs, now_ms, f"/jobs/{spec.name}", _strip_label(spec.name, runs)),
@@ -204,7 +204,7 @@ def job_page(
     if spec.cron or spec.every_s:
         after = now
         for _ in range(5):
-            after = beat.next_fire(spec, after)
+            after = policy.next_fire(spec, after)
             nexts.append(after)
     return JobPage(
         spec=spec,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from scheduler.model import RunStatus, run_id_for
+from scheduler.policy import RunPolicy
 from scheduler.store import ENQUEUE_BATCH, Fire, Store, fire_settings
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -19,7 +20,8 @@ def fire(job: str, at: datetime, overlap: str = "skip", **kw: object) -> Fire:
 
 
 def outcomes(store: Store, fires: list[Fire]) -> list[tuple[bool, str]]:
-    return [(r.created, r.status) for r in store.enqueue_many(fires)]
+    """(created, status) of each fire; `stale` for one not after its job's last fire."""
+    return [(r.created, r.status or "stale") for r in store.enqueue_many(fires)]
 
 
 def script_calls(store: Store) -> int:
@@ -146,9 +148,9 @@ def test_a_batch_leaves_redis_as_the_same_fires_enqueued_one_by_one(redis_url: s
         fire("r", T1, "replace"),
         fire("q", T1, "queue"),
         fire("p", T1),
-        fire("m", T0, "allow", outcome="missed", reason="no scheduler was running"),
-        fire("m", T1, "allow", trigger="catchup", policy={"retries": 2, "misfire_grace_s": 1.5}),
-        fire("x", T1, "allow", outcome="skipped", reason="why"),
+        fire("m", T0, "allow", outcome=RunStatus.MISSED, reason="no scheduler was running"),
+        fire("m", T1, "allow", trigger="catchup", policy=RunPolicy(retries=2, misfire_grace_s=1.5)),
+        fire("x", T1, "allow", outcome=RunStatus.SKIPPED, reason="why"),
         fire("man", T0, "allow", trigger="manual", scheduled=False),
         fire("man", T0 - timedelta(hours=1), "allow", trigger="manual", scheduled=False),
         fire("r", T2, "replace"),

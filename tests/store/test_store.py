@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scheduler.model import RunStatus, run_id_for
-from scheduler.store import Retention, Store, mask_url
+from scheduler.policy import RunPolicy
+from scheduler.store import Claimed, Retention, Store
+from scheduler.urls import mask_url
 from tests.helpers import wait_for
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -20,7 +22,7 @@ def enqueue(store: Store, job: str = "j", at: datetime = T0, **kw: object):  # t
     )  # type: ignore[arg-type]
 
 
-def claim(store: Store, worker: str = "w1", lease_s: float = 10) -> dict[str, str] | None:
+def claim(store: Store, worker: str = "w1", lease_s: float = 10) -> Claimed | None:
     run_id = store.wait_for_run(worker, ["default"], 0.1)
     assert run_id is not None
     return store.claim(worker, run_id, lease_s)
@@ -38,7 +40,7 @@ def test_enqueue_is_once_per_job_and_instant(store: Store) -> None:
 def test_enqueue_refuses_a_fire_not_after_the_last_one(store: Store) -> None:
     enqueue(store, at=T0)
     stale = enqueue(store, at=T0 - timedelta(minutes=1))
-    assert (stale.created, stale.status) == (False, "stale")
+    assert (stale.created, stale.status) == (False, None)
     assert store.queue_depth("default") == 1
 
 
@@ -63,19 +65,19 @@ def test_claim_heartbeat_finish(store: Store) -> None:
     enqueue(store, timeout_s=30.0)
     fields = claim(store)
     assert fields is not None
-    assert fields["status"] == "running" and fields["worker"] == "w1"
-    assert store.heartbeat("w1", 10, fields["id"], horse_pid=1234).held
-    assert store.get_run(fields["id"]).pid == 1234
+    assert fields.run.status is RunStatus.RUNNING and fields.run.worker == "w1"
+    assert store.heartbeat("w1", 10, fields.run.id, horse_pid=1234).held
+    assert store.get_run(fields.run.id).pid == 1234
     ok, status = store.finish(
         "w1",
-        fields["id"],
+        fields.run.id,
         "j",
         RunStatus.COMPLETED,
         1.5,
         {"exit_code": 0, "output": "hi", "error": None},
     )
     assert (ok, status) == (True, "completed")
-    run = store.get_run(fields["id"])
+    run = store.get_run(fields.run.id)
     assert run.status is RunStatus.COMPLETED
     assert run.duration_s == 1.5
     assert run.started_at is not None and run.finished_at is not None
@@ -90,12 +92,12 @@ def test_only_the_holder_finishes_and_a_late_report_is_kept(store: Store) -> Non
     fields = claim(store, lease_s=0.05)
     assert fields is not None
     wait_for(lambda: store.reap(0.05), 5, "the lease to expire")
-    assert store.get_run(fields["id"]).status is RunStatus.LOST
-    ok, status = store.finish("w1", fields["id"], "j", RunStatus.COMPLETED, 0.2, {})
+    assert store.get_run(fields.run.id).status is RunStatus.LOST
+    ok, status = store.finish("w1", fields.run.id, "j", RunStatus.COMPLETED, 0.2, {})
     assert (ok, status) == (False, "lost")
-    late = json.loads(store.raw_run(fields["id"])["late_report"])
+    late = json.loads(store.raw_run(fields.run.id)["late_report"])
     assert late["status"] == "completed" and late["worker"] == "w1"
-    assert store.get_run(fields["id"]).status is RunStatus.LOST
+    assert store.get_run(fields.run.id).status is RunStatus.LOST
 
 
 def test_heartbeat_keeps_the_lease(store: Store) -> None:
@@ -103,9 +105,9 @@ def test_heartbeat_keeps_the_lease(store: Store) -> None:
     fields = claim(store, lease_s=0.3)
     assert fields is not None
     for _ in range(3):
-        assert store.heartbeat("w1", 5, fields["id"]).held
+        assert store.heartbeat("w1", 5, fields.run.id).held
     assert store.reap(0.05) == []
-    assert not store.heartbeat("w2", 5, fields["id"]).held
+    assert not store.heartbeat("w2", 5, fields.run.id).held
 
 
 def test_dead_workers_inbox_is_requeued(store: Store) -> None:
@@ -124,21 +126,21 @@ def test_finish_and_take_records_the_run_and_takes_the_next_in_one_step(store: S
     first = claim(store)
     assert first is not None
     ok, status, taken = store.finish_and_take(
-        "w1", first["id"], "j", RunStatus.COMPLETED, 0.1, {"exit_code": 0}, None, "default"
+        "w1", first.run.id, "j", RunStatus.COMPLETED, 0.1, {"exit_code": 0}, None, "default"
     )
     assert (ok, status) == (True, "completed")
-    assert store.get_run(first["id"]).status is RunStatus.COMPLETED
+    assert store.get_run(first.run.id).status is RunStatus.COMPLETED
     assert taken == run_id_for("j", T0 + timedelta(minutes=1))
     assert store.queue_depth("default") == 0
     assert store.inbox_head("w1") == taken
     second = store.claim("w1", taken, 10)
     assert store.inbox_head("w1") is None
-    assert second is not None and second["status"] == "running"
+    assert second is not None and second.run.status is RunStatus.RUNNING
     # An empty queue: the report is recorded and nothing is taken. Redis lost its scripts
     # (restarted, SCRIPT FLUSH) in between: the report still goes through.
     store.redis.script_flush()
     ok, status, taken = store.finish_and_take(
-        "w1", second["id"], "j", RunStatus.FAILED, 0.1, {"exit_code": 1}, None, "default"
+        "w1", second.run.id, "j", RunStatus.FAILED, 0.1, {"exit_code": 1}, None, "default"
     )
     assert (ok, status, taken) == (True, "failed", None)
 
@@ -149,7 +151,7 @@ def test_a_taken_run_given_back_goes_to_the_head_of_its_queue(store: Store) -> N
     first = claim(store)
     assert first is not None
     _, _, taken = store.finish_and_take(
-        "w1", first["id"], "j", RunStatus.COMPLETED, 0.1, {}, None, "default"
+        "w1", first.run.id, "j", RunStatus.COMPLETED, 0.1, {}, None, "default"
     )
     assert taken == run_id_for("j", T0 + timedelta(minutes=1))
     assert store.queue_depth("default") == 1
@@ -170,7 +172,7 @@ def test_refuse_fails_a_queued_run(store: Store) -> None:
 
 
 def test_missed_outcome_is_recorded_and_not_queued(store: Store) -> None:
-    result = enqueue(store, outcome="missed", reason="no scheduler was running")
+    result = enqueue(store, outcome=RunStatus.MISSED, reason="no scheduler was running")
     assert result.status == "missed"
     assert store.queue_depth("default") == 0
     run = store.get_run(result.run_id)
@@ -180,7 +182,7 @@ def test_missed_outcome_is_recorded_and_not_queued(store: Store) -> None:
 def test_history_filters_and_order(store: Store) -> None:
     for i in range(5):
         enqueue(store, job="a", at=T0 + timedelta(minutes=i), overlap="allow")
-    enqueue(store, job="b", at=T0 + timedelta(minutes=10), outcome="missed")
+    enqueue(store, job="b", at=T0 + timedelta(minutes=10), outcome=RunStatus.MISSED)
     runs = store.history(limit=10)
     assert [r.scheduled_for for r in runs] == sorted((r.scheduled_for for r in runs), reverse=True)
     assert len(runs) == 6
@@ -195,8 +197,14 @@ def test_history_filters_and_order(store: Store) -> None:
 def test_retention_keeps_the_newest_finished_runs(store: Store) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     for i in range(5):
-        enqueue(store, job="a", at=now - timedelta(minutes=10 - i), outcome="missed")
-    enqueue(store, job="a", at=now - timedelta(days=40), outcome="missed", advance_last_fire=False)
+        enqueue(store, job="a", at=now - timedelta(minutes=10 - i), outcome=RunStatus.MISSED)
+    enqueue(
+        store,
+        job="a",
+        at=now - timedelta(days=40),
+        outcome=RunStatus.MISSED,
+        advance_last_fire=False,
+    )
     dropped = store.trim(["a"], Retention(keep_runs=3, max_age_s=30 * 86400))
     assert dropped == 3
     left = store.history(job="a", limit=10)
@@ -210,7 +218,7 @@ def test_every_key_has_the_namespace_hash_tag(redis_url: str) -> None:
     enqueue(store)
     fields = claim(store)
     assert fields is not None
-    store.finish("w1", fields["id"], "j", RunStatus.COMPLETED, 0.1, {"error": {"type": "X"}})
+    store.finish("w1", fields.run.id, "j", RunStatus.COMPLETED, 0.1, {"error": {"type": "X"}})
     keys = store.redis.keys("*")
     assert keys and all(k.startswith("{team-a}:") for k in keys)
     # Everything stored is plain text or JSON.
@@ -254,7 +262,7 @@ def test_misfire_grace_records_a_late_start_missed(store: Store) -> None:
         job="j",
         scheduled_for=late,
         queue="default",
-        policy={"misfire_grace_s": 1.0},
+        policy=RunPolicy(misfire_grace_s=1.0),
     )
     run_id = store.wait_for_run("w", ["default"], 0.1)
     assert run_id is not None
@@ -271,45 +279,43 @@ def test_misfire_grace_records_a_late_start_missed(store: Store) -> None:
         queue="default",
         trigger="manual",
         advance_last_fire=False,
-        policy={"misfire_grace_s": 1.0},
+        policy=RunPolicy(misfire_grace_s=1.0),
     )
     assert store.claim("w", store.wait_for_run("w", ["default"], 0.1) or "", 10) is not None
 
 
 def test_retry_plan_follows_the_policy_with_backoff_and_jitter() -> None:
-    from scheduler.store import retry_plan
+    from scheduler.policy import retry_plan
 
-    fields = {
-        "id": "j@20261127T100000Z",
-        "retries": "2",
-        "retry_backoff_s": "10",
-        "retry_on": "failed,lost",
-    }
-    first = retry_plan({**fields, "attempt": "1"}, RunStatus.FAILED)
+    policy = RunPolicy.from_fields(
+        {"retries": "2", "retry_backoff_s": "10", "retry_on": "failed,lost"}
+    )
+    root = "j@20261127T100000Z"
+    first = retry_plan(root, 1, policy, RunStatus.FAILED)
     assert first is not None and first.run_id == "j@20261127T100000Z#2" and first.attempt == 2
     assert 5_000 <= first.delay_ms <= 10_000
-    second = retry_plan({**fields, "id": "j@20261127T100000Z#2", "attempt": "2"}, RunStatus.LOST)
+    second = retry_plan(f"{root}#2", 2, policy, RunStatus.LOST)
     assert second is not None and second.run_id == "j@20261127T100000Z#3"
     assert 10_000 <= second.delay_ms <= 20_000  # doubled
-    assert retry_plan({**fields, "attempt": "3"}, RunStatus.FAILED) is None  # retries used up
-    assert retry_plan({**fields, "attempt": "1"}, RunStatus.TIMED_OUT) is None  # not in retry_on
-    assert retry_plan({"id": "j@1", "attempt": "1"}, RunStatus.FAILED) is None  # no retries
+    assert retry_plan(root, 3, policy, RunStatus.FAILED) is None  # retries used up
+    assert retry_plan(root, 1, policy, RunStatus.TIMED_OUT) is None  # not in retry_on
+    assert retry_plan("j@1", 1, RunPolicy(), RunStatus.FAILED) is None  # no retries
 
 
 def test_a_failed_run_schedules_its_retry_in_the_same_step(store: Store) -> None:
-    from scheduler.store import Retry
+    from scheduler.policy import Retry
 
-    enqueue(store, policy={"retries": 1, "retry_backoff_s": 0.05})
+    enqueue(store, policy=RunPolicy(retries=1, retry_backoff_s=0.05))
     fields = claim(store)
     assert fields is not None
     store.finish(
-        "w1", fields["id"], "j", RunStatus.FAILED, 0.1, {}, Retry(f"{fields['id']}#2", 50, 2)
+        "w1", fields.run.id, "j", RunStatus.FAILED, 0.1, {}, Retry(f"{fields.run.id}#2", 50, 2)
     )
-    retry = store.get_run(f"{fields['id']}#2")
+    retry = store.get_run(f"{fields.run.id}#2")
     assert (
-        retry.status is RunStatus.QUEUED and retry.attempt == 2 and retry.retry_of == fields["id"]
+        retry.status is RunStatus.QUEUED and retry.attempt == 2 and retry.retry_of == fields.run.id
     )
-    assert store.get_run(fields["id"]).retry == retry.id
+    assert store.get_run(fields.run.id).retry == retry.id
     assert store.queue_depth("default") == 0  # waits out its backoff in the delayed set
     wait_for(lambda: store.promote_due(), 5, "the backoff to pass")
     assert store.wait_for_run("w1", ["default"], 0.1) == retry.id

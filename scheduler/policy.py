@@ -1,0 +1,109 @@
+"""What a job's definition decides about its runs: fire times, stored policy, retries.
+
+Pure functions over model types, shared by the scheduler loop, the workers, the store and the
+CLI (`sched next` and `sched list` load this, not redis or prometheus).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from scheduler import cron
+from scheduler.model import PENDING, RETRYABLE, JobSpec, RunStatus
+
+__all__ = [
+    "PENDING",
+    "RETRYABLE",
+    "Retry",
+    "RunPolicy",
+    "next_fire",
+    "retry_plan",
+    "run_policy",
+]
+
+
+def next_fire(spec: JobSpec, after: datetime) -> datetime:
+    """The job's first fire strictly after `after`; the one code path of `sched next` too."""
+    return cron.next_fire(spec.cron, spec.every_s, spec.tz, after)
+
+
+@dataclass(frozen=True, slots=True)
+class RunPolicy:
+    """What is stored on each run for the transitions that follow (retries, misfire grace)."""
+
+    retries: int = 0
+    retry_backoff_s: float = 60.0
+    retry_on: tuple[str, ...] = RETRYABLE
+    misfire_grace_s: float | None = None
+
+    def fields(self) -> dict[str, object]:
+        """The stored fields; the retry ones only for a job that retries."""
+        retries = bool(self.retries)
+        return {
+            "retries": self.retries or None,
+            "retry_backoff_s": self.retry_backoff_s if retries else None,
+            "retry_on": ",".join(self.retry_on) if retries else None,
+            "misfire_grace_s": self.misfire_grace_s,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> RunPolicy:
+        """Read the stored fields back; ValueError naming the field that does not parse."""
+        grace = fields.get("misfire_grace_s")
+        retry_on = fields.get("retry_on")
+        return cls(
+            retries=_number(int, fields, "retries", 0),
+            retry_backoff_s=_number(float, fields, "retry_backoff_s", 60.0),
+            retry_on=tuple(retry_on.split(",")) if retry_on else RETRYABLE,
+            misfire_grace_s=_number(float, fields, "misfire_grace_s", 0.0) if grace else None,
+        )
+
+
+T = TypeVar("T", int, float)
+
+
+def _number(kind: Callable[[str], T], fields: Mapping[str, str], name: str, default: T) -> T:
+    raw = fields.get(name)
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"field {name} is {raw!r}, not a number") from None
+
+
+def run_policy(spec: JobSpec) -> RunPolicy:
+    """The policy a job's runs carry."""
+    return RunPolicy(
+        retries=spec.retries,
+        retry_backoff_s=spec.retry_backoff_s,
+        retry_on=tuple(spec.retry_on),
+        misfire_grace_s=spec.misfire_grace_s,
+    )
+
+
+@dataclass(frozen=True)
+class Retry:
+    """The next attempt of a run: its id, its backoff delay and its attempt number."""
+
+    run_id: str
+    delay_ms: int
+    attempt: int
+
+
+def retry_plan(run_id: str, attempt: int, policy: RunPolicy, status: RunStatus) -> Retry | None:
+    """The retry a run earns by ending with `status`, from the policy stored on it.
+
+    The delay doubles with each attempt from `retry_backoff_s`, with equal jitter (half fixed,
+    half random) so that runs failing together do not retry in lockstep.
+    """
+    if attempt > policy.retries or str(status) not in policy.retry_on:
+        return None
+    base = policy.retry_backoff_s * 2 ** (attempt - 1)
+    delay = base / 2 + random.uniform(0, base / 2)
+    root = run_id.split("#", 1)[0]
+    return Retry(f"{root}#{attempt + 1}", int(delay * 1000), attempt + 1)
