@@ -428,7 +428,11 @@ def listed(spec: JobSpec) -> dict[str, Any]:
     for option in OPTIONS:
         if option.listed:
             value = getattr(spec, option.field)
-            out[option.field] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, StrEnum):
+                value = value.value
+            out[option.field] = value
     return out
 
 

@@ -802,6 +802,7 @@ def test_none_means_the_default() -> None:
 def test_sched_list_shows_the_listed_options_by_field() -> None:
     row = options.listed(load_jobs("hooks")["alerts.hourly"])
     assert (row["timeout_s"], row["overlap"], row["expected_duration_s"]) == (3600.0, "skip", 600.0)
+    assert type(row["overlap"]) is str
     assert row["retry_on"] == ["failed", "timed-out", "lost"]
     assert "on_failure" not in row and "on_late" not in row  # they may hold a password
     assert json.loads(json.dumps(row)) == row
