@@ -410,7 +410,7 @@ def _last_and_paused(cfg: Config, specs: dict[str, JobSpec]) -> tuple[dict[str, 
 
 
 def _list_row(spec: JobSpec, run: Run | None, paused: bool, now: datetime) -> dict[str, Any]:
-    from scheduler import cron, display, policy
+    from scheduler import cron, display, options, policy
 
     nxt = policy.next_fire(spec, now) if (spec.cron or spec.every_s) else None
     return {
@@ -418,12 +418,7 @@ def _list_row(spec: JobSpec, run: Run | None, paused: bool, now: datetime) -> di
         "kind": spec.kind,
         "schedule": spec.schedule,
         "description": display.describe_schedule(spec),
-        "tz": spec.tz,
-        "timeout_s": spec.timeout_s,
-        "overlap": str(spec.overlap),
-        "catchup": str(spec.catchup),
-        "retries": spec.retries,
-        "queue": spec.queue,
+        **options.listed(spec),  # tz, timeout_s, overlap, ...: every listed option
         "where": spec.where,
         "paused": paused,
         "next_fire": iso(nxt) if nxt else None,

@@ -22,8 +22,8 @@ reads `spec.memory_limit_bytes`. tests/unit/test_loader.py fails until README's 
 the new row and JobSpec the new field.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the declaration's annotations are read at import,
+# and evaluating them from strings would compile each one.
 import dataclasses
 import difflib
 import re
@@ -228,9 +228,9 @@ def _check_hook_url(option: str, value: str, expected: str) -> str:
 
 def _mask_password(url: str) -> str:
     """The URL with any password replaced by `***`, for messages about malformed URLs too."""
-    # Not store.mask_url: api is imported by every job file and must not pull in redis. The
-    # last '@' is used because a malformed URL may hold an unencoded '@' or '/' in its
-    # password; an '@' in the query may hide more than the password, which is the safe side.
+    # Not urls.mask_url, which stops at the first '/': a malformed URL may hold an unencoded
+    # '/' (or '@') in its password, so the last '@' is used; an '@' in the query may hide more
+    # than the password, which is the safe side.
     head, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")
     if not sep or not at or ":" not in userinfo:

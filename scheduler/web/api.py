@@ -24,6 +24,7 @@ from starlette.routing import Route
 from scheduler import cron, policy
 from scheduler.errors import StoreError, UnknownRun
 from scheduler.model import JobSpec, RunStatus, iso
+from scheduler.options import listed_schema
 from scheduler.store import Store
 from scheduler.web.inputs import BadInput, parse_limit, parse_statuses, parse_when
 
@@ -190,12 +191,7 @@ JOB_SCHEMA: dict[str, Any] = {
         "kind": {"type": "string", "enum": ["python", "command"]},
         "schedule": {"type": "string"},
         "description": {"type": "string"},
-        "tz": {"type": "string"},
-        "timeout_s": {"type": "number"},
-        "overlap": {"type": "string"},
-        "catchup": {"type": "string"},
-        "retries": {"type": "integer"},
-        "queue": {"type": "string"},
+        **listed_schema(),
         "where": {"type": "string"},
         "paused": {"type": "boolean"},
         "next_fire": _nullable("string"),
