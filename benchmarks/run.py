@@ -18,7 +18,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cli_startup, fire, history, report, scale, snapshot, throughput, timeouts
+from benchmarks import (
+    cli_startup,
+    fire,
+    history,
+    report,
+    scale,
+    snapshot,
+    throughput,
+    timeouts,
+    web,
+)
 from benchmarks.common import Config, Result, progress
 
 # In a snapshot (see snapshot.py) the outputs and ANALYSIS.md still belong to the real tree.
@@ -30,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[Config], Result]] = {
     "timeouts": timeouts.run,
     "history": history.run,
     "cli": cli_startup.run,
+    "web": web.run,
 }
 
 

@@ -463,13 +463,38 @@ for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
 """
 
-SUMMARIES = """
--- Read a few fields of many runs in one call, for views over thousands of runs at once
--- (the dashboard's strips and timelines); a missing field (or run) is false. The reply is
--- one JSON array of arrays, so a client parses it at C speed.
+NEWEST_IDS = """
+-- The ids of each job's newest runs in a fire-time window, one string per job (ids joined
+-- by newlines, newest first): thousands of ids cost one reply, not thousands.
+-- KEYS[1..] idx:job of each job
+-- ARGV[1] highest score ('+inf')  ARGV[2] lowest score ('-inf')  ARGV[3] ids per job
+local out = {}
+for i = 1, #KEYS do
+  local ids = redis.call('ZREVRANGEBYSCORE', KEYS[i], ARGV[1], ARGV[2], 'LIMIT', 0,
+    tonumber(ARGV[3]))
+  out[i] = table.concat(ids, '\\n')
+end
+return out
+"""
+
+RUN_ROWS = """
+-- A few fields of many runs in one call, for views over thousands of runs (the dashboard's
+-- strips and timelines).
 -- KEYS[1..] run hashes
--- ARGV[1..] field names
+-- ARGV[1..] field names; the first must be present on every run, the last is free text
+-- Reply: one string: a row per key (empty for a vanished run) separated by byte 30, fields
+-- by byte 31 (those two bytes in the free-text field become spaces; a missing field is empty).
 local rows = {}
-for i = 1, #KEYS do rows[i] = redis.call('HMGET', KEYS[i], unpack(ARGV)) end
-return cjson.encode(rows)
+local n = #ARGV
+for i = 1, #KEYS do
+  local v = redis.call('HMGET', KEYS[i], unpack(ARGV))
+  if v[1] then
+    for k = 1, n do v[k] = v[k] or '' end
+    v[n] = (string.gsub(v[n], '[\\30\\31]', ' '))
+    rows[i] = table.concat(v, '\\31')
+  else
+    rows[i] = ''
+  end
+end
+return table.concat(rows, '\\30')
 """

@@ -452,9 +452,11 @@ SUMMARY_FIELDS = (
     "duration_s",
     "trigger",
     "attempt",
-    "reason",
+    "reason",  # free text: last (see RUN_ROWS)
 )
-# Runs per SUMMARIES call: a bounded argument list and a short hold on the server.
+
+
+# Runs per RUN_ROWS call: a bounded argument list and a short hold on the server.
 SUMMARY_BATCH = 5000
 
 
@@ -473,10 +475,10 @@ class RunSummary(NamedTuple):
     reason: str | None
 
 
-def _summary(row: Sequence[str | bool | None]) -> RunSummary | None:
-    if not row or not row[0]:
+def _summary(row: Sequence[str]) -> RunSummary | None:
+    if len(row) < len(SUMMARY_FIELDS) or not row[0]:
         return None  # the run was forgotten between the index read and this one
-    v = [None if x is False or x is True or x == "" else str(x) for x in row]
+    v = [x or None for x in row]
     return RunSummary(
         id=str(v[0]),
         status=RunStatus(v[1] or "queued"),
@@ -528,7 +530,8 @@ class Store:
         self._kill = self.redis.register_script(scripts.KILL)
         self._requeue = self.redis.register_script(scripts.REQUEUE_INBOX)
         self._drop = self.redis.register_script(scripts.DROP)
-        self._summaries = self.redis.register_script(scripts.SUMMARIES)
+        self._run_rows = self.redis.register_script(scripts.RUN_ROWS)
+        self._newest_ids = self.redis.register_script(scripts.NEWEST_IDS)
 
     # -- connection ----------------------------------------------------------------------
 
@@ -1275,45 +1278,34 @@ class Store:
     # -- views over many runs --------------------------------------------------------------
 
     @guarded
-    def summaries(self, ids: Sequence[str]) -> list[RunSummary]:
-        """RunSummary of each id that still has a record, in the order given."""
-        out: list[RunSummary] = []
+    def newest_ids(
+        self,
+        jobs: Sequence[str],
+        count: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[list[str]]:
+        """The ids of each job's newest `count` runs scheduled in [since, until], newest
+        first (one list per job, in the order given)."""
+        high: str | int = to_ms(until) if until else "+inf"
+        low: str | int = to_ms(since) if since else "-inf"
+        out: list[list[str]] = []
+        for start in range(0, len(jobs), 500):
+            keys = [self.keys.by_job(name) for name in jobs[start : start + 500]]
+            reply = cast(list[str], self._newest_ids(keys=keys, args=[high, low, count]))
+            out += [text.split("\n") if text else [] for text in reply]
+        return out
+
+    @guarded
+    def summaries(self, ids: Sequence[str]) -> list[RunSummary | None]:
+        """RunSummary of each id, in the order given; None for a run that is gone."""
+        out: list[RunSummary | None] = []
         for start in range(0, len(ids), SUMMARY_BATCH):
             chunk = ids[start : start + SUMMARY_BATCH]
-            reply = self._summaries(keys=[self.keys.run(i) for i in chunk], args=SUMMARY_FIELDS)
-            for row in json.loads(reply):
-                summary = _summary(row)
-                if summary is not None:
-                    out.append(summary)
+            keys = [self.keys.run(run_id) for run_id in chunk]
+            text = cast(str, self._run_rows(keys=keys, args=SUMMARY_FIELDS))
+            out += [_summary(row.split("\x1f")) for row in text.split("\x1e")]
         return out
-
-    @guarded
-    def recent_runs(self, jobs: Sequence[str], count: int) -> dict[str, list[RunSummary]]:
-        """The newest `count` runs of each job (by fire time), oldest first; jobs without
-        runs are left out."""
-        pipe = self.redis.pipeline(transaction=False)
-        for name in jobs:
-            pipe.zrevrange(self.keys.by_job(name), 0, count - 1)
-        heads = cast(list[list[str]], pipe.execute())
-        ids = [run_id for head in heads for run_id in reversed(head)]
-        out: dict[str, list[RunSummary]] = {}
-        for summary in self.summaries(ids):
-            out.setdefault(summary.id.split("@", 1)[0], []).append(summary)
-        return out
-
-    @guarded
-    def runs_between(
-        self, job: str, since: datetime, until: datetime, limit: int
-    ) -> list[RunSummary]:
-        """The job's runs scheduled in [since, until], oldest first, at most the newest `limit`."""
-        ids = cast(
-            list[str],
-            self.redis.zrevrangebyscore(
-                self.keys.by_job(job), to_ms(until), to_ms(since), start=0, num=limit
-            ),
-        )
-        ids.reverse()
-        return self.summaries(ids)
 
     @guarded
     def oldest_run_at(self, job: str) -> datetime | None:

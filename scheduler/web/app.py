@@ -31,6 +31,7 @@ from scheduler.errors import StoreError, UnknownRun
 from scheduler.model import JobSpec, RunStatus, iso
 from scheduler.store import Store
 from scheduler.web import api, security, views
+from scheduler.web.cache import Summaries
 from scheduler.web.inputs import BadInput, parse_limit, parse_statuses, parse_when
 from scheduler.web.svg import run_href
 
@@ -48,6 +49,7 @@ class Context:
     specs: Mapping[str, JobSpec]
     read_only: bool
     templates: jinja2.Environment
+    summaries: Summaries
 
 
 def create_app(
@@ -59,7 +61,7 @@ def create_app(
     allowed_hosts: set[str] | None = None,
 ) -> Any:
     """The dashboard over one store and the job definitions, wrapped in its guard."""
-    ctx = Context(store, specs, read_only, _templates())
+    ctx = Context(store, specs, read_only, _templates(), Summaries(store))
     routes = [
         Route("/", _page(ctx, _overview)),
         Route("/jobs/{name}", _page(ctx, _job)),
@@ -94,7 +96,7 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        when=_when,
+        when=when_text,
         dur=display.human_duration,
         visible=visible,
         runhref=run_href,
@@ -122,7 +124,8 @@ def visible(text: object) -> str:
     return "".join(out)
 
 
-def _when(moment: datetime | None, tz: str = "UTC") -> str:
+def when_text(moment: datetime | None, tz: str = "UTC") -> str:
+    """A time in a zone, to the second, with the zone's abbreviation."""
     if moment is None:
         return ""
     from scheduler import cron
@@ -223,10 +226,21 @@ def _overview(ctx: Context, request: Request, form: dict[str, str]) -> Response:
     if window not in views.WINDOWS:
         raise BadInput(f"window {window!r}: expected one of {', '.join(views.WINDOWS)}")
     data = views.overview(
-        ctx.store, ctx.specs, name=q.get("name", ""), statuses=statuses, window=window
+        ctx.store,
+        ctx.summaries,
+        ctx.specs,
+        name=q.get("name", ""),
+        statuses=statuses,
+        window=window,
     )
     return _render(
-        ctx, request, "overview.html", view=data, name=q.get("name", ""), chosen=statuses
+        ctx,
+        request,
+        "overview.html",
+        view=data,
+        name=q.get("name", ""),
+        chosen=statuses,
+        rows=views.job_rows(data.rows, data.now, ctx.read_only),
     )
 
 
@@ -248,6 +262,7 @@ def _job(ctx: Context, request: Request, form: dict[str, str]) -> Response:
             raise BadInput("to must be after from")
     page = views.job_page(
         ctx.store,
+        ctx.summaries,
         spec,
         since=since,
         until=until,

@@ -225,3 +225,11 @@ def test_login_form_checks_the_token(store: Store, specs: dict[str, JobSpec]) ->
         good = client.post("/login", data={"csrf": csrf, "token": token})
         assert good.status_code == 303
         assert client.get("/").status_code == 200
+
+
+def test_the_page_address_is_escaped_in_the_forms_that_return_to_it(client: TestClient) -> None:
+    html = client.get("/", params={"name": '"><script>alert(1)</script>'}).text
+    assert "<script>alert(1)" not in html
+    tags = _Tags()
+    tags.feed(html)
+    assert tags.scripts == [True]
