@@ -24,6 +24,8 @@ from scheduler.web.timeline import FireSlot, Timeline
 STRIP_RUNS = 50
 # Per-fire links and titles up to this many fires; beyond it, paths only.
 POINTABLE = 600
+# A tick on the time axis per fire up to this many (beyond, they would be one grey band).
+TICKS = 2000
 
 
 def run_href(run_id: str) -> str:
@@ -42,7 +44,9 @@ class _Paths:
         self.parts: dict[str, list[str]] = {}
 
     def rect(self, cls: str, x: float, y: float, w: float, h: float) -> None:
-        self.parts.setdefault(cls, []).append(f"M{_f(x)} {_f(y)}h{_f(w)}v{_f(h)}h{_f(-w)}z")
+        # One decimal is a tenth of a pixel of the 1000-wide picture; 10,000 fires make
+        # 20,000 of these, so no trimming of zeros here.
+        self.parts.setdefault(cls, []).append(f"M{x:.1f} {y:.1f}h{w:.1f}v{h:.1f}h{-w:.1f}z")
 
     def svg(self) -> str:
         return "".join(
@@ -281,8 +285,10 @@ def _draw_slot(
         if points is not None:
             points.append(_hit(x, LANE_NO_RECORD, "no record at all for this fire", slot, tz))
         return
+    ticks = len(tl.fires) <= TICKS
     if slot.state in ("before", "pending"):
-        paths.rect(f"fire-{slot.state}", x - 0.5, AXIS - 16, 1, 4)
+        if ticks:
+            paths.rect(f"fire-{slot.state}", x - 0.5, AXIS - 16, 1, 4)
         return
     if slot.state == "duplicate":
         paths.rect("flag-duplicate", x - 3, TOP - 4, 6, PLOT_BOTTOM - TOP + 8)
@@ -290,7 +296,8 @@ def _draw_slot(
         _draw_run(run, slot.at_ms, LANE_NOT_RUN, tl, scale, bar, paths)
         if points is not None:
             points.append(_point(run, slot.at_ms, scale, bar, tz, LANE_NOT_RUN))
-    paths.rect("fire", x - 0.5, AXIS - 16, 1, 4)
+    if ticks:
+        paths.rect("fire", x - 0.5, AXIS - 16, 1, 4)
 
 
 def _draw_run(
