@@ -444,6 +444,8 @@ def _events(ctx: Context) -> Any:
             first = await run_in_threadpool(ctx.store.live_output, run_id)
         except UnknownRun as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
+        except StoreError as exc:
+            return JSONResponse({"error": f"cannot read the store: {exc}"}, status_code=503)
 
         async def stream() -> AsyncIterator[str]:
             state = first
