@@ -59,9 +59,10 @@ def create_app(
     read_only: bool = False,
     token: str | None = None,
     allowed_hosts: set[str] | None = None,
+    summaries: Summaries | None = None,
 ) -> Any:
     """The dashboard over one store and the job definitions, wrapped in its guard."""
-    ctx = Context(store, specs, read_only, _templates(), Summaries(store))
+    ctx = Context(store, specs, read_only, _templates(), summaries or Summaries(store))
     routes = [
         Route("/", _page(ctx, _overview)),
         Route("/jobs/{name}", _page(ctx, _job)),

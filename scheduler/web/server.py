@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,16 +111,25 @@ def serve(
 
     from scheduler.store import Store
     from scheduler.web.app import create_app
+    from scheduler.web.cache import Summaries
 
     sock = sock or listen(web)
+    web = WebSettings(web.host, sock.getsockname()[1], web.read_only, web.token)  # port 0
     store = Store(redis_url, namespace)
+    summaries = Summaries(store)
     app = create_app(
         store,
         specs,
         read_only=web.read_only,
         token=web.token,
         allowed_hosts=web.allowed_hosts(),
+        summaries=summaries,
     )
+    # Read the overview's runs once now, so the first person to open it does not wait for
+    # the summaries of every job's last 50 runs (seconds with a thousand jobs).
+    threading.Thread(
+        target=_warm, args=(summaries, list(specs)), name="sched-web-warm", daemon=True
+    ).start()
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -128,18 +138,25 @@ def serve(
         server_header=False,
         lifespan="off",
     )
-    port = sock.getsockname()[1]
-    log.info(
-        "dashboard on %s%s",
-        WebSettings(web.host, port).url,
-        " (read-only)" if web.read_only else "",
-    )
+    # uvicorn's start-up lines repeat ours; its warnings and errors still show.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    log.info("dashboard on %s%s", web.url, " (read-only)" if web.read_only else "")
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         store.close()
         sock.close()
     return 0
+
+
+def _warm(summaries: Any, jobs: list[str]) -> None:
+    from scheduler.errors import StoreError
+    from scheduler.web.svg import STRIP_RUNS
+
+    try:
+        summaries.recent(jobs, STRIP_RUNS)
+    except StoreError as exc:
+        log.warning("dashboard: could not read the runs ahead (%s); pages will", exc)
 
 
 def serve_plan(plan: Any) -> int:

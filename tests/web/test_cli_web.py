@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -158,3 +159,44 @@ def test_no_web_serves_nothing(
     wait_for(lambda: log.read_text().count("serving queues") >= 2, timeout=30)
     assert "dashboard" not in log.read_text()
     assert not any("sched web" in t for t in _children(proc.pid).values())
+
+
+def test_sched_web_serves_the_api_and_read_only_has_no_actions(
+    redis_url: str, jobs: Path, tmp_path: Path, stop: list[subprocess.Popen[bytes]]
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    log = tmp_path / "web.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scheduler",
+                "--jobs",
+                str(jobs),
+                "--redis-url",
+                redis_url,
+                "web",
+                "--bind",
+                "127.0.0.1:0",
+                "--read-only",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+    stop.append(proc)
+    url = wait_for(
+        lambda: re.search(r"dashboard on (http://\S+) \(read-only\)", log.read_text()),
+        timeout=30,
+        what="the dashboard's URL",
+    ).group(1)
+    with urllib.request.urlopen(url + "api/v1/jobs", timeout=10) as response:
+        assert [row["job"] for row in json.load(response)] == ["a.f"]
+    request = urllib.request.Request(url + "jobs/a.f/trigger", data=b"csrf=x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
+    assert refused.value.code in (404, 405)
