@@ -11,14 +11,16 @@ It is a child subreaper. When a horse exits, it reaps it, kills every other proc
 its tree except the ready horses (`proc.sweep`, repeated until none is left) and only then
 sends the worker the horse's wait status and resource usage. When its worker goes away (the
 socket reaches end of file, or the kernel's parent-death signal arrives) it kills its whole
-tree the same way and exits.
+tree the same way and exits. Where cgroup v2 is writable, each horse also moves itself into
+a cgroup of its own (`RunCgroups`), so what a run leaves is killed at once with `cgroup.kill`
+and an out-of-memory kill can be told from other SIGKILLs (`memory.events`).
 
 Messages are JSON objects, one per SOCK_SEQPACKET datagram:
   worker -> server  {"op": "spawn"}
   server -> worker  {"op": "hello", "pid": P}                      once, after loading the jobs
                     {"op": "ready", "pid": P, "report_fits": B}    + fds pidfd, order, out, report
                     {"op": "exit", "pid": P, "status": S, "max_rss_kb": K, "cpu_s": C,
-                     "swept": N, "left": M}
+                     "swept": N, "left": M, "oom_kills": O}
                     {"op": "error", "message": "..."}               it cannot go on
 """
 
@@ -108,6 +110,7 @@ class Exit:
     cpu_s: float
     swept: int  # other processes of its tree killed after it ended
     left: int  # processes that would not die within the sweep's limit (normally 0)
+    oom_kills: int = 0  # processes of its cgroup the kernel killed for want of memory
 
 
 class ForkServer:
@@ -206,6 +209,7 @@ class ForkServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            RunCgroups.left_by(self.process.pid)
             self.process = None
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -263,6 +267,7 @@ class ForkServer:
                     cpu_s=float(message.get("cpu_s", 0.0)),
                     swept=int(message.get("swept", 0)),
                     left=int(message.get("left", 0)),
+                    oom_kills=int(message.get("oom_kills", 0)),
                 )
         elif op == "error":
             raise ForkServerError(str(message.get("message")))
@@ -283,6 +288,137 @@ def _close_all(fds: list[int]) -> None:
 # -- the server ----------------------------------------------------------------------------
 
 
+class RunCgroups:
+    """One cgroup v2 per live horse, under this process's own cgroup, reused run after run.
+
+    Made only where this process may create cgroups beside itself (root, a delegated systemd
+    unit, a container with a cgroup namespace of its own); elsewhere `create` returns None and
+    the sweep alone holds. Creating and removing a cgroup costs milliseconds, so a cgroup that
+    is empty after its run is kept for a later horse; the horse moves itself in while it waits
+    for its order, off the run's path.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.free: list[Path] = []
+        self.made: list[Path] = []
+
+    @classmethod
+    def create(cls) -> RunCgroups | None:
+        """The cgroups of this fork server, or None where cgroup v2 cannot be written."""
+        own = _own_cgroup()
+        if own is None:
+            return None
+        # A nonce: in PID namespaces of their own, two fork servers may have the same pid.
+        root = own / f"sched-fork-server-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            root.mkdir()
+        except OSError:
+            return None
+        return cls(root)
+
+    def take(self) -> tuple[Path, int] | None:
+        """A cgroup for a new horse and its out-of-memory kill count so far (None: none)."""
+        if self.free:
+            path = self.free.pop()
+        else:
+            path = self.root / f"run-{len(self.made) + 1}"
+            try:
+                path.mkdir()
+            except OSError:
+                return None
+            self.made.append(path)
+        return path, _oom_kills(path)
+
+    def settle(self, path: Path, oom_before: int) -> int:
+        """After its horse was reaped: kill what is left in it; return its run's OOM kills."""
+        if _populated(path):
+            with contextlib.suppress(OSError):
+                (path / "cgroup.kill").write_text("1")
+            deadline = time.monotonic() + proc.SWEEP_LIMIT_S
+            while _populated(path) and time.monotonic() < deadline:
+                time.sleep(0.002)
+        if not _populated(path):
+            self.free.append(path)  # else left aside: the sweep and `close` try again
+        return _oom_kills(path) - oom_before
+
+    def close(self) -> None:
+        """Kill everything in these cgroups and remove them."""
+        remove_cgroups(self.root)
+
+    @staticmethod
+    def left_by(server: int) -> None:
+        """Remove what a fork server that was killed outright left (its worker calls this)."""
+        own = _own_cgroup()
+        if own is not None:
+            for root in own.glob(f"sched-fork-server-{server}-*"):
+                remove_cgroups(root)
+
+
+def remove_cgroups(root: Path) -> None:
+    """Kill every process in `root`'s run cgroups and remove them and `root`."""
+    runs = [path for path in root.glob("run-*") if path.is_dir()]
+    for path in runs:
+        with contextlib.suppress(OSError):
+            (path / "cgroup.kill").write_text("1")
+    deadline = time.monotonic() + proc.SWEEP_LIMIT_S
+    for path in [*runs, root]:
+        while True:
+            try:
+                path.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.005)
+
+
+def _own_cgroup() -> Path | None:
+    """The folder of this process's cgroup v2, or None without a cgroup v2 mount."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            own = next((line[3:].strip() for line in fh if line.startswith("0::")), None)
+        with open("/proc/self/mountinfo") as fh:
+            mounts = [line.split() for line in fh]
+    except OSError:
+        return None
+    for fields in mounts:
+        fstype = fields[fields.index("-") + 1]
+        if fstype == "cgroup2" and own is not None:
+            root, mountpoint = fields[3], fields[4]
+            relative = os.path.relpath(own, root) if own.startswith(root) else None
+            if relative is not None:
+                return Path(mountpoint) / relative
+    return None
+
+
+def _populated(path: Path) -> bool:
+    try:
+        return "populated 1" in (path / "cgroup.events").read_text()
+    except OSError:
+        return False
+
+
+def _oom_kills(path: Path) -> int:
+    # Present only where the memory controller is enabled for these cgroups.
+    try:
+        for line in (path / "memory.events").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _join(path: Path) -> None:
+    """In a new horse: move into its run's cgroup (failing that, the sweep still holds)."""
+    with contextlib.suppress(OSError):
+        (path / "cgroup.procs").write_text(str(os.getpid()))
+
+
 class Server:
     """The fork server's loop: fork horses on request, reap them, sweep, report exits."""
 
@@ -291,6 +427,9 @@ class Server:
         self.specs = specs
         self.worker = worker
         self.horses: set[int] = set()
+        self.cgroups = RunCgroups.create()
+        # Each live horse's cgroup and that cgroup's OOM kill count when it got it.
+        self._cgroup_of: dict[int, tuple[Path, int]] = {}
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poller = select.poll()
         self._poller.register(self.sock, select.POLLIN)
@@ -305,6 +444,8 @@ class Server:
                 pass
         finally:
             self.sock.close()
+            if self.cgroups is not None:
+                self.cgroups.close()
             proc.sweep()
         return 0
 
@@ -356,6 +497,10 @@ class Server:
             if pid not in self.horses:
                 continue  # a leftover of a run, re-parented here and already killed
             self.horses.discard(pid)
+            oom_kills = 0
+            cgroup = self._cgroup_of.pop(pid, None)
+            if cgroup is not None and self.cgroups is not None:
+                oom_kills = self.cgroups.settle(*cgroup)
             swept, left = proc.sweep(keep=self.horses)
             message = {
                 "op": "exit",
@@ -365,6 +510,7 @@ class Server:
                 "cpu_s": round(rusage.ru_utime + rusage.ru_stime, 3),
                 "swept": swept,
                 "left": left,
+                "oom_kills": oom_kills,
             }
             if not self.send(message):
                 return False
@@ -393,10 +539,13 @@ class Server:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or the horse would print this process's buffered lines again
         me = os.getpid()
+        cgroup = self.cgroups.take() if self.cgroups is not None else None
         try:
             pid = os.fork()
         except OSError:
             _close_all(fds)
+            if cgroup is not None and self.cgroups is not None:
+                self.cgroups.free.append(cgroup[0])
             raise
         if pid == 0:  # pragma: no cover - the horse; measured by the process tests
             try:
@@ -404,6 +553,8 @@ class Server:
                 # worker, its wake-up pipe, the worker's ends of the pipes.
                 self.sock.close()
                 _close_all([self._wakeup_r, self._wakeup_w, out_r, rep_r, order_w])
+                if cgroup is not None:
+                    _join(cgroup[0])
                 horse.serve(self.specs, order_r, out_w, rep_w, me)
             finally:
                 os._exit(horse.EXIT_FAILED)  # never back into the server's loop
@@ -411,6 +562,8 @@ class Server:
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done by the horse; whoever is first wins the race
         self.horses.add(pid)
+        if cgroup is not None:
+            self._cgroup_of[pid] = cgroup
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
