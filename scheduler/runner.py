@@ -9,35 +9,28 @@ A child that dies unexpectedly is restarted.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import setproctitle
 
-from scheduler import alerts
+from scheduler import alerts, proc
 from scheduler.beat import Beat, BeatSettings
 from scheduler.errors import StoreUnavailable
 from scheduler.metrics import Metrics
 from scheduler.model import JobSpec
 from scheduler.store import Store
-from scheduler.worker import (
-    PR_SET_CHILD_SUBREAPER,
-    Worker,
-    WorkerSettings,
-    children_of,
-    signal_echo,
-)
+from scheduler.worker import Worker, WorkerSettings, signal_echo
 
 log = logging.getLogger("sched.run")
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
-PR_SET_PDEATHSIG = 1
 # Metrics are served on all interfaces, so a Prometheus elsewhere can scrape them.
 METRICS_ADDR = "0.0.0.0"
 
@@ -80,6 +73,8 @@ class Plan:
     specs: Mapping[str, JobSpec]
     redis_url: str
     namespace: str
+    # The folder the specs were loaded from: each worker's fork server loads it again.
+    jobs: Path = Path("jobs")
     workers: int = 2
     scheduler: bool = True
     queues: tuple[str, ...] = ("default",)
@@ -148,7 +143,9 @@ def run_exporter(plan: Plan) -> int:
 def run_worker(plan: Plan, index: int = 0) -> int:
     """Run one worker in this process until shut down."""
     store = plan.store()
-    worker = Worker(store, plan.specs, queues=plan.queues, settings=plan.timings.worker())
+    worker = Worker(
+        store, plan.specs, jobs=plan.jobs, queues=plan.queues, settings=plan.timings.worker()
+    )
     code = worker.run()
     store.close()
     return code
@@ -191,7 +188,7 @@ class Supervisor:
             os.setpgid(0, 0)
             # If the supervisor is killed outright, its children stop warmly instead of
             # running on as orphans.
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            proc.die_with_parent(signal.SIGTERM)
             if os.getppid() != supervisor:
                 os._exit(1)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -211,11 +208,11 @@ class Supervisor:
         """Start everything and wait until all children have stopped."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        # Processes orphaned by a worker that died (its horse's children) are re-parented
-        # here instead of to init, so they can be found and killed.
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        # Processes orphaned by a worker that died (its fork server, its horses and their
+        # children) are re-parented here instead of to init, so they can be found and killed.
+        proc.become_subreaper()
         setproctitle.setproctitle(f"sched supervisor ({self.plan.workers} workers)")
-        self.own = set(children_of(os.getpid()))
+        self.own = set(proc.children_of(os.getpid()))
         plan = self.plan
         if plan.scheduler:
             self._spawn("scheduler", lambda: run_scheduler(plan))
@@ -250,8 +247,13 @@ class Supervisor:
         return 0
 
     def _kill_orphans(self) -> None:
-        """Kill what a dead child left behind: re-parented descendants of its horse."""
-        for pid in set(children_of(os.getpid())) - self.own - set(self.children):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                log.warning("killed orphan process %d left by a stopped worker", pid)
+        """Kill what a dead child left behind (its fork server, horses, their children).
+
+        The sweep repeats until none is left, so processes still being re-parented here
+        (a horse's children, once the horse died with its fork server) are caught too.
+        """
+        killed, left = proc.sweep(keep=self.own | set(self.children))
+        if killed:
+            log.warning("killed %d orphan processes left by a stopped worker", killed)
+        if left:
+            log.error("%d orphan processes left by a stopped worker would not die", left)

@@ -1,42 +1,41 @@
 """The worker parent: claim a run, fork a horse, watch it, kill it if it must, record the end.
 
-The parent is the only writer of a run's final status. It waits on a pidfd and the horse's
-pipes with poll(), so a signal, a chatty job or a stuck one never stops it from renewing its
-lease or from killing the horse's whole process group at deadline + grace.
+The parent is the only writer of a run's final status. Its horses come from its fork server
+(scheduler/forkserver.py), which holds no credential; the parent waits on each horse's pidfd
+and pipes with poll(), so a signal, a chatty job or a stuck one never stops it from renewing
+its lease or from killing the horse through its pidfd at deadline + grace. The fork server
+then kills whatever else the run started before it reports the horse's wait status.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import gc
 import json
 import logging
 import os
 import select
 import signal
 import socket
-import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import setproctitle
 
-from scheduler import horse
+from scheduler import horse, proc
 from scheduler.errors import StoreUnavailable
+from scheduler.forkserver import Exit, ForkServer, ForkServerError, Horse
 from scheduler.model import JobSpec, Run, RunStatus, format_seconds, iso, to_ms
 from scheduler.policy import Retry, retry_plan
 from scheduler.store import Claimed, Store
 
 log = logging.getLogger("sched.worker")
 
-PR_SET_CHILD_SUBREAPER = 36
-F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20
 FIRST_BEAT_S = 0.05
 
 
@@ -102,8 +101,9 @@ class _Watch:
     """What the wait loop learns about one horse."""
 
     pid: int
+    pidfd: int
     backstop: float
-    # Why the worker signalled the group: deadline, shutdown, operator or replaced.
+    # Why the worker signalled the horse: deadline, shutdown, operator or replaced.
     killed_for: str | None = None
     # For an operator's or a replacing fire's stop: SIGTERM first, SIGKILL at this time.
     hard_kill_at: float | None = None
@@ -111,29 +111,6 @@ class _Watch:
     # Bytes of output already shown through heartbeats (for `sched logs -f`).
     live_sent: int = 0
     pid_sent: bool = False
-
-
-@dataclass
-class _Horse:
-    """A forked horse and the parent's ends of its pipes."""
-
-    pid: int
-    order_w: int
-    out_r: int
-    rep_r: int
-    # The report pipe holds the largest report: read it after the exit, not while it runs.
-    report_fits: bool = False
-
-    def close_order(self) -> None:
-        """Close the order pipe: the horse's read sees end of file after the order."""
-        if self.order_w >= 0:
-            os.close(self.order_w)
-            self.order_w = -1
-
-    def close(self) -> None:
-        self.close_order()
-        for fd in (self.out_r, self.rep_r):
-            os.close(fd)
 
 
 class Worker:
@@ -144,6 +121,7 @@ class Worker:
         store: Store,
         specs: Mapping[str, JobSpec],
         *,
+        jobs: str | Path,
         queues: Sequence[str] = ("default",),
         settings: WorkerSettings | None = None,
         worker_id: str | None = None,
@@ -152,7 +130,11 @@ class Worker:
         self.specs = dict(specs)
         self.queues = list(queues)
         self.settings = settings or WorkerSettings()
-        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        # Unique per process start: a restarted container reuses its hostname and pid 1,
+        # and must not take over (and strand) the runs of its previous incarnation.
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Forks the horses from the jobs folder, in a process that holds no credential.
+        self.forks = ForkServer(jobs)
         self.shutdown_requests = 0
         self._next_reap = 0.0
         self._next_heartbeat = 0.0
@@ -161,8 +143,6 @@ class Worker:
         self._warm_since = 0.0
         self._last_signal: tuple[int, float] | None = None
         self.heartbeat_timeout_s = store.heartbeat_timeout_s
-        # The horse of the next run, forked while the current one works (see horse.serve).
-        self._spare: _Horse | None = None
         # Children this process had before serving (not ours to kill as strays).
         self._foreign: set[int] = set()
         # The next run id, moved into the inbox together with the last report (one round
@@ -204,19 +184,17 @@ class Worker:
         # Any signal also writes a byte here, which wakes the wait loop's poll() at once.
         self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
-        libc = ctypes.CDLL(None, use_errno=True)
-        # Grandchildren that escape the horse's process group are re-parented to us, so
-        # they can be found and killed when the run ends.
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        horse.prepare()
-        self._foreign = set(children_of(os.getpid()))
-        gc.collect()
-        gc.freeze()  # Fewer pages touched after fork: the horse's copy-on-write stays cheap.
+        # A job of the same (non-root) user cannot read this process's memory or
+        # environment (the store's URL and password) through /proc or ptrace.
+        proc.forbid_inspection()
+        # Should the fork server die, what its horses started is re-parented here.
+        proc.become_subreaper()
+        self._foreign = set(proc.children_of(os.getpid()))
+        self._start_forks()
         log.info("worker %s: serving queues %s", self.id, ", ".join(self.queues))
         self._title("idle")
         done = 0
         try:
-            self._spare = self._spawn()  # ready before the first run is claimed
             while not self.shutdown_requests and (max_runs is None or done < max_runs):
                 self._may_take = len(self.queues) == 1 and (max_runs is None or done + 1 < max_runs)
                 try:
@@ -226,7 +204,7 @@ class Worker:
                     self._check_inbox = True
                     self._sleep(1.0)
         finally:
-            self._dismiss_spare()
+            self.forks.stop()  # it kills the ready horse (and anything else) as it goes
         self._may_take = False
         self._deliver_pending(final=True)
         if self._give_back():
@@ -272,6 +250,11 @@ class Worker:
             self.store.promote_due()
             self._next_reap = now + self.settings.reap_interval_s
 
+    def _start_forks(self) -> None:
+        """Start the fork server, with the next run's horse on its way."""
+        self.forks.start()
+        self.forks.request()
+
     def _title(self, doing: str) -> None:
         """Say in `ps` what this worker is doing."""
         setproctitle.setproctitle(f"sched worker {self.id} [{','.join(self.queues)}]: {doing}")
@@ -310,111 +293,102 @@ class Worker:
         order = horse.order_bytes(spec.name, timeout_s, env)
         try:
             current = self._start(order)
-        except OSError as exc:  # nothing runs: fork failed, or horses die before their order
+        except (OSError, ForkServerError) as exc:  # nothing runs
             return Outcome(RunStatus.FAILED, reason=f"no horse could be started: {exc}")
         now = time.monotonic()
-        watch = _Watch(current.pid, backstop=now + timeout_s + self.settings.grace_s)
+        started = now
+        watch = _Watch(current.pid, current.pidfd, now + timeout_s + self.settings.grace_s)
         tail = OutputTail(self.settings.output_limit)
         log.debug(
             "run %s: horse %d started (timeout %s)", run_id, current.pid, format_seconds(timeout_s)
         )
         if not self.shutdown_requests:
-            # While this run works (on the other core, when there is one), fork the next
-            # run's horse, so the fork and the horse's set-up are off the next run's path.
-            try:
-                self._spare = self._spawn(current)
-            except OSError as exc:  # out of processes or memory: fork the next one later
-                log.warning("run %s: cannot fork the next run's horse yet (%s)", run_id, exc)
+            # While this run works (on the other core, when there is one), the fork server
+            # forks the next run's horse, so that fork is off the next run's path.
+            with contextlib.suppress(ForkServerError):  # noticed when the run ends
+                self.forks.request()
         try:
             # One wake-up fewer per run when the report waits in its pipe until the exit.
             report_r = None if current.report_fits else current.rep_r
             self._watch(run_id, watch, current.out_r, report_r, tail)
-            self._kill_group(current.pid)
+            self._kill(watch, signal.SIGKILL)  # its group, should the horse have left it
             self._drain(current.out_r, tail, watch, current.rep_r)
-            status, rusage = self._reap_horse(current.pid)
+            server = self.forks.pid
+            ended = self._exit_of(current)
         finally:
             current.close()
-        self._kill_strays()
-        outcome = classify(spec, timeout_s, self.settings.grace_s, status, watch)
-        outcome.fields.update(
-            pid=current.pid,
-            output=tail.text(),
-            output_bytes=tail.total,
-            max_rss_kb=rusage.ru_maxrss,
-            cpu_s=round(rusage.ru_utime + rusage.ru_stime, 3),
-        )
+        self._sweep()
+        if ended is None or server != self.forks.pid:
+            # Its horse dies with it (parent-death signal): not a signal the job was sent.
+            outcome = Outcome(RunStatus.KILLED, reason="its fork server died", signal="SIGKILL")
+            if ended is not None:
+                outcome.fields.update(max_rss_kb=ended.max_rss_kb, cpu_s=ended.cpu_s)
+        else:
+            elapsed_s = time.monotonic() - started
+            outcome = classify(
+                spec, timeout_s, self.settings.grace_s, ended.status, watch, elapsed_s
+            )
+            outcome.fields.update(max_rss_kb=ended.max_rss_kb, cpu_s=ended.cpu_s)
+            if ended.left:
+                log.error("run %s: %d of its processes would not die", run_id, ended.left)
+        outcome.fields.update(pid=current.pid, output=tail.text(), output_bytes=tail.total)
         return outcome
 
-    def _start(self, order: bytes) -> _Horse:
-        """Hand the order to the ready horse (forking one if there is none) and return it."""
-        for _attempt in range(2):
-            ready, self._spare = self._spare or self._spawn(), None
+    def _exit_of(self, current: Horse) -> Exit | None:
+        """The horse's wait status from the fork server (after it swept the run's tree).
+
+        When the server is gone (killed by a job), the horse was killed with it and
+        re-parented here: reap it, then start a new server.
+        """
+        ended = self.forks.exit_of(current.pid)
+        if ended is not None:
+            return ended
+        log.error("worker %s: its fork server died; starting a new one", self.id)
+        with contextlib.suppress(ChildProcessError):
+            _, status, rusage = os.wait4(current.pid, 0)
+            ended = Exit(status, rusage.ru_maxrss, rusage.ru_utime + rusage.ru_stime, 0, 0)
+        self._restart_forks()
+        return ended
+
+    def _restart_forks(self) -> None:
+        self.forks.stop()
+        self._sweep()
+        self._start_forks()
+
+    def _sweep(self) -> None:
+        """Kill what was re-parented to this worker itself (a dead fork server's tree)."""
+        keep = self._foreign | {self.forks.pid or 0}
+        if set(proc.children_of(os.getpid())) - keep:
+            killed, left = proc.sweep(keep)
+            log.warning("worker %s: killed %d leftover processes (%d left)", self.id, killed, left)
+
+    def _start(self, order: bytes) -> Horse:
+        """Hand the order to the ready horse (asked for during the last run) and return it."""
+        for attempt in range(3):
+            try:
+                if attempt > 0:
+                    self.forks.request()
+                ready = self.forks.take()
+            except ForkServerError as exc:  # it died between runs (killed from outside)
+                log.error("worker %s: %s; starting a new one", self.id, exc)
+                self._restart_forks()
+                continue
             try:
                 _write_all(ready.order_w, order)
             except BrokenPipeError:
-                # The ready horse is gone (killed from outside): reap it and fork another.
+                # The ready horse is gone (killed from outside): take another.
+                self.forks.forget(ready.pid)
                 ready.close()
-                _reap(ready.pid)
                 continue
             finally:
                 ready.close_order()
             return ready
-        raise OSError("two horses in a row died before taking the run")
-
-    def _spawn(self, running: _Horse | None = None) -> _Horse:
-        """Fork a horse that sets itself up, then waits for its order (horse.serve)."""
-        fds: list[int] = []
-        try:
-            for _pipe in range(3):
-                fds += os.pipe()
-        except OSError:
-            for fd in fds:
-                os.close(fd)
-            raise
-        out_r, out_w, rep_r, rep_w, order_r, order_w = fds
-        report_fits = False
-        with contextlib.suppress(OSError):
-            import fcntl
-
-            fcntl.fcntl(out_w, F_SETPIPE_SZ, PIPE_SIZE)
-            report_fits = fcntl.fcntl(rep_w, F_SETPIPE_SZ, PIPE_SIZE) >= horse.REPORT_LIMIT
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()  # or the horse would print the parent's buffered lines again
-        parent = os.getpid()
-        inherited = (running.out_r, running.rep_r) if running else ()
-        try:
-            pid = os.fork()
-        except OSError:
-            for fd in (out_r, out_w, rep_r, rep_w, order_r, order_w):
-                os.close(fd)
-            raise
-        if pid == 0:  # pragma: no cover - the horse; measured by the process tests
-            try:
-                for fd in (out_r, rep_r, order_w, *inherited):
-                    os.close(fd)
-                horse.serve(self.specs, order_r, out_w, rep_w, parent)
-            finally:
-                os._exit(horse.EXIT_FAILED)  # never back into the worker's code
-        os.close(out_w)
-        os.close(rep_w)
-        os.close(order_r)
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)  # also done by the horse; whoever is first wins the race
-        return _Horse(pid, order_w, out_r, rep_r, report_fits)
-
-    def _dismiss_spare(self) -> None:
-        """End the horse that was waiting for a run that will not come."""
-        spare, self._spare = self._spare, None
-        if spare is None:
-            return
-        self._kill_group(spare.pid)
-        spare.close()
-        _reap(spare.pid)
+        raise OSError("three horses in a row died before taking the run")
 
     def _watch(
         self, run_id: str, watch: _Watch, out_r: int, rep_r: int | None, tail: OutputTail
     ) -> None:
-        pidfd = os.pidfd_open(watch.pid)
+        pidfd = watch.pidfd
         poller = select.poll()
         open_fds = {out_r} if rep_r is None else {out_r, rep_r}
         for fd in (*open_fds, pidfd):
@@ -424,26 +398,23 @@ class Worker:
         # The first heartbeat records the horse's pid; it waits a moment, so that most short
         # runs finish without that extra round trip (the pid is in their final record).
         next_beat = time.monotonic() + min(FIRST_BEAT_S, self.settings.heartbeat_s)
-        try:
-            while True:
-                now = time.monotonic()
-                self._maybe_kill(watch, now)
-                # A heartbeat may block for its (short) timeout when Redis stalls; never
-                # start one that could delay the backstop kill.
-                if now >= next_beat and now + self.heartbeat_timeout_s < watch.backstop:
-                    self._renew(run_id, watch, tail, None if watch.pid_sent else watch.pid)
-                    next_beat = now + self.settings.heartbeat_s
-                try:
-                    events = poller.poll(self._poll_ms(watch, next_beat))
-                except BaseException as exc:  # noqa: BLE001 - see below
-                    # A signal handler that raises (KeyboardInterrupt, or one installed by
-                    # job code imported into this process) must not abandon the horse.
-                    log.warning("run %s: signal during wait (%r); still waiting", run_id, exc)
-                    continue
-                if self._handle_events(events, pidfd, out_r, rep_r, open_fds, tail, watch, poller):
-                    return
-        finally:
-            os.close(pidfd)
+        while True:
+            now = time.monotonic()
+            self._maybe_kill(watch, now)
+            # A heartbeat may block for its (short) timeout when Redis stalls; never
+            # start one that could delay the backstop kill.
+            if now >= next_beat and now + self.heartbeat_timeout_s < watch.backstop:
+                self._renew(run_id, watch, tail, None if watch.pid_sent else watch.pid)
+                next_beat = now + self.settings.heartbeat_s
+            try:
+                events = poller.poll(self._poll_ms(watch, next_beat))
+            except BaseException as exc:  # noqa: BLE001 - see below
+                # A signal handler that raises (KeyboardInterrupt, or one installed by
+                # job code imported into this process) must not abandon the horse.
+                log.warning("run %s: signal during wait (%r); still waiting", run_id, exc)
+                continue
+            if self._handle_events(events, pidfd, out_r, rep_r, open_fds, tail, watch, poller):
+                return
 
     def _poll_ms(self, watch: _Watch, next_beat: float) -> float:
         wake = next_beat
@@ -492,10 +463,10 @@ class Worker:
                 watch.killed_for = "shutdown"
             else:
                 return
-            self._kill_group(watch.pid)
+            self._kill(watch, signal.SIGKILL)
         elif watch.hard_kill_at is not None and now >= watch.hard_kill_at:
             watch.hard_kill_at = None
-            self._kill_group(watch.pid)
+            self._kill(watch, signal.SIGKILL)
 
     def _renew(self, run_id: str, watch: _Watch, tail: OutputTail, pid: int | None = None) -> None:
         live = None
@@ -515,12 +486,18 @@ class Worker:
             log.info("run %s: stopping it (%s)", run_id, beat.kill_requested)
             watch.killed_for = beat.kill_requested
             watch.hard_kill_at = time.monotonic() + self.settings.grace_s
-            self._kill_group(watch.pid, signal.SIGTERM)
+            self._kill(watch, signal.SIGTERM)
 
     @staticmethod
-    def _kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    def _kill(watch: _Watch, sig: signal.Signals) -> None:
+        """Signal the horse through its pidfd (wherever it moved), and its process group.
+
+        The group is for a program's children; whatever else the run started is killed by
+        the fork server's sweep once the horse has ended.
+        """
+        proc.send(watch.pidfd, sig)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
+            os.killpg(watch.pid, sig)
 
     @staticmethod
     def _drain(out_r: int, tail: OutputTail, watch: _Watch, rep_r: int) -> None:
@@ -537,30 +514,6 @@ class Worker:
                     tail.feed(chunk)
                 else:
                     watch.report += chunk
-
-    @staticmethod
-    def _reap_horse(pid: int) -> tuple[int, Any]:
-        while True:
-            try:
-                _, status, rusage = os.wait4(pid, 0)
-                return status, rusage
-            except InterruptedError:
-                continue
-            except BaseException:  # noqa: BLE001 - a raising handler; the horse is still ours
-                continue
-
-    def _kill_strays(self) -> None:
-        """Kill and reap processes re-parented to this worker during the run.
-
-        They descend from the horse but left its process group (setsid); children the
-        worker had before it started serving, and the next run's horse, are not touched.
-        """
-        keep = self._foreign | ({self._spare.pid} if self._spare else set())
-        for pid in set(children_of(os.getpid())) - keep:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -724,33 +677,67 @@ def _run_env(run: Run) -> dict[str, str]:
 
 
 def classify(
-    spec: JobSpec, timeout_s: float, grace_s: float, status: int, watch: _Watch
+    spec: JobSpec,
+    timeout_s: float,
+    grace_s: float,
+    status: int,
+    watch: _Watch,
+    elapsed_s: float | None = None,
 ) -> Outcome:
-    """Turn the horse's wait status and report line into the run's final status."""
-    report = _parse_report(bytes(watch.report))
-    if watch.killed_for == "deadline":
-        return Outcome(
-            RunStatus.TIMED_OUT,
-            reason=f"still running {format_seconds(grace_s)} after its "
-            f"{format_seconds(timeout_s)} deadline: process group killed (SIGKILL)",
-            signal="SIGKILL",
-        )
+    """Turn the horse's wait status (the truth) and report line (detail) into a status.
+
+    A job can write to its report pipe itself, or exit with any code: a report is used only
+    where it agrees with the exit code, and no deadline is claimed before `elapsed_s` reached
+    it (the horse arms its timer after the worker starts counting).
+    """
+    deadline_passed = elapsed_s is None or elapsed_s >= timeout_s
     if os.WIFSIGNALED(status):
-        return _by_signal(os.WTERMSIG(status), timeout_s, watch)
+        return _by_signal(os.WTERMSIG(status), timeout_s, grace_s, watch, deadline_passed)
     code = os.WEXITSTATUS(status)
     if watch.killed_for in ("operator", "replaced"):
         # It was asked to stop and did, by exiting: still an operator's (or a new fire's) kill.
         return Outcome(RunStatus.KILLED, reason=watch.killed_for, exit_code=code)
+    report = _agreeing(_parse_report(bytes(watch.report)), code)
+    if code == horse.EXIT_TIMEOUT and not deadline_passed:
+        report = None  # a timeout the clock did not see: the exit code alone
     if report is None:
-        return _without_report(spec, code)
+        return _without_report(spec, code, deadline_passed)
     return _by_report(report, code, timeout_s)
 
 
-def _by_signal(signum: int, timeout_s: float, watch: _Watch) -> Outcome:
+# Which report outcomes each exit code of the horse can carry (horse.py).
+_AGREES = {
+    horse.EXIT_OK: ("returned", "exit"),
+    horse.EXIT_FAILED: ("raised", "unusable", "exit"),
+    horse.EXIT_TIMEOUT: ("timeout", "exit"),
+    horse.EXIT_EXEC_FAILED: ("exec-failed", "exit"),
+}
+
+
+def _agreeing(report: dict[str, Any] | None, code: int) -> dict[str, Any] | None:
+    """The report if it tells the same story as the exit code, else None."""
+    if report is None:
+        return None
+    kind = report.get("outcome")
+    if kind == "exit":
+        return report if report.get("exit_code") == code else None
+    return report if kind in _AGREES.get(code, ()) else None
+
+
+def _by_signal(
+    signum: int, timeout_s: float, grace_s: float, watch: _Watch, deadline_passed: bool
+) -> Outcome:
     name = _signal_name(signum)
     if watch.killed_for in ("shutdown", "operator", "replaced"):
         return Outcome(RunStatus.KILLED, reason=watch.killed_for, signal=name)
-    if signum == signal.SIGALRM:
+    if watch.killed_for == "deadline" and signum == signal.SIGKILL:
+        return Outcome(
+            RunStatus.TIMED_OUT,
+            reason=f"still running {format_seconds(grace_s)} after its "
+            f"{format_seconds(timeout_s)} deadline: killed through its pidfd (SIGKILL)",
+            signal=name,
+        )
+    if signum == signal.SIGALRM and deadline_passed:
         return Outcome(
             RunStatus.TIMED_OUT,
             reason=f"deadline of {format_seconds(timeout_s)} passed: ended by SIGALRM",
@@ -759,14 +746,20 @@ def _by_signal(signum: int, timeout_s: float, watch: _Watch) -> Outcome:
     return Outcome(RunStatus.KILLED, reason=f"killed by {name}", signal=name)
 
 
-def _without_report(spec: JobSpec, code: int) -> Outcome:
+def _without_report(spec: JobSpec, code: int, deadline_passed: bool = True) -> Outcome:
     if spec.argv is not None:
         if code == 0:
             return Outcome(RunStatus.COMPLETED, exit_code=0)
         return Outcome(RunStatus.FAILED, reason=f"exited with code {code}", exit_code=code)
     if code == 0:
         return Outcome(
-            RunStatus.COMPLETED, reason="exited with code 0 before returning", exit_code=0
+            RunStatus.COMPLETED, reason="exited with code 0 without a report", exit_code=0
+        )
+    if code == horse.EXIT_TIMEOUT and deadline_passed:
+        return Outcome(
+            RunStatus.TIMED_OUT,
+            reason=f"exited with code {code} after its deadline",
+            exit_code=code,
         )
     return Outcome(
         RunStatus.FAILED, reason=f"exited with code {code} before returning", exit_code=code
@@ -814,7 +807,9 @@ def _brief(message: str) -> str:
 
 
 def _parse_report(data: bytes) -> dict[str, Any] | None:
-    line = data.split(b"\n", 1)[0]
+    # The horse writes its report last; a job may have written lines before it.
+    lines = data.split(b"\n")
+    line = lines[-2] if len(lines) > 1 else b""
     if not line:
         return None
     try:
@@ -829,18 +824,6 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
-
-
-def _reap(pid: int) -> None:
-    """Wait for a horse that never ran (or no longer runs) anything."""
-    while True:
-        try:
-            os.waitpid(pid, 0)
-            return
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -860,15 +843,3 @@ def _read(fd: int) -> bytes:
             if isinstance(exc, OSError) and exc.errno != errno.EINTR:
                 raise
             log.warning("signal during read (%r); reading again", exc)
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children of `pid` (Linux /proc)."""
-    found: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                found += [int(x) for x in fh.read().split()]
-    except OSError:
-        return found
-    return found

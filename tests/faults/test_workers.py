@@ -26,8 +26,8 @@ def horse_pid(store: Store, run_id: str) -> int:
 
 
 def worker_pid_of(store: Store, run_id: str) -> int:
-    worker = store.get_run(run_id).worker or ""
-    return int(worker.rsplit(":", 1)[1])
+    worker = store.get_run(run_id).worker
+    return int(next(w["pid"] for w in store.workers() if w["id"] == worker))
 
 
 def test_5_sigkill_worker_during_a_long_job(cluster: Cluster) -> None:

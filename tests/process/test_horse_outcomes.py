@@ -100,7 +100,7 @@ def test_backstop_times_out(run_job: RunJob, job: str) -> None:
     run = run_job(job)
     assert run.status is RunStatus.TIMED_OUT
     assert run.signal == "SIGKILL"
-    assert run.reason is not None and "process group killed" in run.reason
+    assert run.reason is not None and "killed through its pidfd (SIGKILL)" in run.reason
     assert run.duration_s is not None and 0.9 <= run.duration_s < 5
     assert_no_group(run)
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scheduler.worker import children_of
+from scheduler.proc import children_of
 from tests.helpers import alive, wait_for
 
 JOBS = Path(__file__).parent / "e2e_jobs"

@@ -24,7 +24,7 @@ from scheduler.worker import Worker, WorkerSettings
 
 url, namespace, jobs = sys.argv[1:4]
 store = Store(url, namespace)
-worker = Worker(store, load_jobs(jobs), settings=WorkerSettings(idle_wait_s=0.1))
+worker = Worker(store, load_jobs(jobs), jobs=jobs, settings=WorkerSettings(idle_wait_s=0.1))
 assert store.wait_for_run(worker.id, ["default"], 1.0) is not None  # moved, never claimed
 worker._check_inbox = True
 sys.exit(worker.run(max_runs=1))

@@ -13,8 +13,8 @@ import pytest
 
 from scheduler.embedded import EmbeddedRedis
 from scheduler.model import RunStatus
+from scheduler.proc import descendants_of
 from scheduler.store import Store
-from scheduler.worker import children_of
 from tests.helpers import alive, final, process_group, trigger, wait_for
 from tests.process.conftest import start_worker, stop_worker
 
@@ -120,8 +120,8 @@ def test_warm_timeout_turns_a_single_sigterm_cold(
 
 
 def _ready_horse(worker: int) -> int | None:
-    """The worker's horse that waits for the next run, if it has one."""
-    for pid in children_of(worker):
+    """The worker's horse that waits for the next run, if it has one (its fork server's child)."""
+    for pid in descendants_of(worker):
         if _cmdline(pid) == "sched horse (ready)":
             return pid
     return None

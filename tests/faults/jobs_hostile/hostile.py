@@ -200,3 +200,55 @@ def quick() -> str:
 def sleeper() -> None:
     print(f"left {os.getpid()}", flush=True)
     time.sleep(60)
+
+
+def _scan_memory(pid: int) -> list[str]:
+    """Look for a store URL in the writable memory of `pid`."""
+    found = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb") as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            start, end = (int(x, 16) for x in span.split("-"))
+            if not perms.startswith("rw") or end - start > 256 << 20:
+                continue
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except OSError:
+                continue
+            for marker in (b"unix:///", b"redis://:", b"rediss://:"):  # URLs, not docs
+                at = data.find(marker)
+                if at >= 0:
+                    found.append(f"the worker's memory has {data[at : at + 40]!r}")
+    return found[:5]
+
+
+@job(NEVER, name="reads-worker", timeout="20s")
+def reads_worker() -> list[str]:
+    """Read the worker's environment, command line and memory through /proc."""
+    found = []
+    worker = _worker()
+    for name in ("environ", "cmdline"):
+        try:
+            with open(f"/proc/{worker}/{name}", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        for marker in (b"SCHED_REDIS_URL", b"redis://", b"unix://"):
+            if marker in data:
+                found.append(f"the worker's {name} has {marker.decode()}")
+    try:
+        found += _scan_memory(worker)
+    except OSError:
+        pass
+    print(json.dumps(found), flush=True)
+    return found
+
+
+@job(NEVER, name="kills-its-parent", timeout="20s")
+def kills_its_parent() -> None:
+    child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    print(f"left {child.pid}", flush=True)
+    print(f"left {os.getpid()}", flush=True)
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(600)
