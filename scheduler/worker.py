@@ -329,6 +329,8 @@ class Worker:
                 spec, timeout_s, self.settings.grace_s, ended.status, watch, elapsed_s
             )
             outcome.fields.update(max_rss_kb=ended.max_rss_kb, cpu_s=ended.cpu_s)
+            if ended.oom_kills and watch.killed_for is None and outcome.signal == "SIGKILL":
+                outcome.reason = "oom"  # the kernel's OOM killer, seen in its cgroup
             if ended.left:
                 log.error("run %s: %d of its processes would not die", run_id, ended.left)
         outcome.fields.update(pid=current.pid, output=tail.text(), output_bytes=tail.total)
