@@ -7,20 +7,25 @@ CLI (`sched next` and `sched list` load this, not redis or prometheus).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 from scheduler import cron
-from scheduler.model import PENDING, RETRYABLE, JobSpec, RunStatus
+from scheduler.model import PENDING, RETRYABLE, Catchup, JobSpec, Overlap, RunStatus
 
 __all__ = [
+    "CATCH_UP_SCAN",
+    "OverlapOutcome",
     "PENDING",
     "RETRYABLE",
     "Retry",
     "RunPolicy",
+    "catch_up_split",
+    "missed_reason",
     "next_fire",
+    "overlap_outcome",
     "retry_plan",
     "run_policy",
 ]
@@ -107,3 +112,64 @@ def retry_plan(run_id: str, attempt: int, policy: RunPolicy, status: RunStatus) 
     delay = base / 2 + random.uniform(0, base / 2)
     root = run_id.split("#", 1)[0]
     return Retry(f"{root}#{attempt + 1}", int(delay * 1000), attempt + 1)
+
+
+# --- the decisions sched simulate replays ------------------------------------------------------
+
+CATCH_UP_SCAN = 10_000
+"""The scheduler looks at most this many of the newest fires missed while it was down."""
+
+
+Fire = TypeVar("Fire")
+
+
+def catch_up_split(
+    catchup: Catchup, catchup_limit: int, fires: Sequence[Fire]
+) -> tuple[list[Fire], list[Fire]]:
+    """The fires missed while no scheduler ran, split by the catch-up policy into those that
+    run now (trigger `catchup`) and those recorded `missed`, each oldest first."""
+    limit = catchup_limit if catchup is Catchup.ALL else 1
+    keep = [] if catchup is Catchup.NONE else list(fires[-limit:])
+    return keep, list(fires[: len(fires) - len(keep)])
+
+
+def missed_reason(catchup: Catchup) -> str:
+    """The reason a fire dropped by catch-up is recorded with."""
+    return f"no scheduler was running (catchup={catchup})"
+
+
+@dataclass(frozen=True)
+class OverlapOutcome:
+    """What enqueueing a scheduled fire does, given its job's active runs."""
+
+    status: RunStatus  # QUEUED or SKIPPED
+    reason: str = ""
+    stop: tuple[str, ...] = ()  # running runs asked to stop (they end `killed`, `replaced`)
+    drop: tuple[str, ...] = ()  # queued runs set `skipped`, reason `replaced by <id>`
+
+
+def overlap_outcome(
+    overlap: Overlap, active: Sequence[tuple[str, RunStatus]], paused: bool = False
+) -> OverlapOutcome:
+    """The ENQUEUE script's decision for a scheduled fire, given the job's active runs (id and
+    status, oldest first). The decision itself is taken atomically in Redis; this is the same
+    rule for `sched simulate`, and tests/store/test_overlap_rule.py runs the script over every
+    policy and state to keep the two the same."""
+    if paused:
+        return OverlapOutcome(RunStatus.SKIPPED, "paused")
+    if overlap is Overlap.SKIP and active:
+        running = active[0][0]
+        return OverlapOutcome(
+            RunStatus.SKIPPED, f"overlap=skip: run {running} of this job is still queued or running"
+        )
+    if overlap is Overlap.QUEUE:
+        for other, status in active:
+            if status is RunStatus.QUEUED:
+                return OverlapOutcome(
+                    RunStatus.SKIPPED, f"overlap=queue: run {other} is already waiting"
+                )
+    if overlap is Overlap.REPLACE:
+        stop = tuple(i for i, s in active if s is RunStatus.RUNNING)
+        drop = tuple(i for i, s in active if s is RunStatus.QUEUED)
+        return OverlapOutcome(RunStatus.QUEUED, stop=stop, drop=drop)
+    return OverlapOutcome(RunStatus.QUEUED)

@@ -1,0 +1,409 @@
+"""`sched simulate`: every fire the scheduler would make over a range, and what becomes of it.
+
+Nothing here decides on its own. Fire times are cron's (`fire_instants_us`, next_fire's walk),
+DST notes `cron.dst_notes`, the catch-up after a down window `policy.catch_up_split` (the
+beat's split), the fate of a fire whose job has active runs `policy.overlap_outcome` (the
+ENQUEUE script's rule, which a store test runs the script against), a retry
+`policy.retry_plan` (the worker's, jitter included). What is modelled around them: a
+scheduler that is down over the `--down` windows, N workers that take queued runs oldest
+first, and runs that last their `--duration` (0 by default) and end `completed`, or `failed`
+for the jobs given with `--fail`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+from scheduler import cron
+from scheduler.model import JobSpec, RunStatus, Trigger, run_id_for
+from scheduler.policy import (
+    CATCH_UP_SCAN,
+    catch_up_split,
+    missed_reason,
+    overlap_outcome,
+    retry_plan,
+    run_policy,
+)
+
+_US = 1_000_000
+
+
+@dataclass(frozen=True)
+class Window:
+    """A span [start, end) in which no scheduler runs."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(slots=True, eq=False)
+class SimRun:
+    """One fire (or retry) and what the simulated deployment does with it."""
+
+    job: str
+    scheduled_us: int
+    trigger: Trigger
+    attempt: int
+    status: RunStatus
+    enqueued_us: int | None = None
+    started_us: int | None = None
+    finished_us: int | None = None
+    reason: str = ""
+    dst: str = ""
+    worker: int = -1
+    given_id: str = ""  # a retry's id; a fire's is derived from its job and instant
+
+    @property
+    def id(self) -> str:
+        """The run's id, as the scheduler gives it (model.run_id_for), made when asked for:
+        a year of minutes would spend seconds formatting ids nobody reads."""
+        if not self.given_id:
+            self.given_id = run_id_for(self.job, _at(self.scheduled_us))
+        return self.given_id
+
+    def as_json(self) -> dict[str, object]:
+        """The run's fields under DESIGN.md's names, times as ISO-8601 UTC."""
+        return {
+            "id": self.id,
+            "job": self.job,
+            "scheduled_for": _iso(self.scheduled_us),
+            "trigger": str(self.trigger),
+            "attempt": self.attempt,
+            "status": str(self.status),
+            "reason": self.reason or None,
+            "enqueued_at": _iso(self.enqueued_us),
+            "started_at": _iso(self.started_us),
+            "finished_at": _iso(self.finished_us),
+            "dst": self.dst or None,
+        }
+
+
+def _iso(us: int | None) -> str | None:
+    """model.iso's format (milliseconds only when there are some), with each day's date
+    formatted once."""
+    if us is None:
+        return None
+    seconds, fraction = divmod(us, _US)
+    day, rest = divmod(seconds, 86400)
+    text = f"{_day(day)}T{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+    return f"{text}.{fraction // 1000:03d}Z" if fraction else text + "Z"
+
+
+@lru_cache(maxsize=1024)
+def _day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
+
+
+def _us(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _at(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+@dataclass
+class Simulation:
+    """The inputs of one simulation."""
+
+    specs: Sequence[JobSpec]
+    start: datetime
+    end: datetime
+    down: Sequence[Window] = ()
+    duration_s: Mapping[str, float] = field(default_factory=dict)
+    failing: frozenset[str] = frozenset()
+    workers: int = 2
+
+
+def simulate(sim: Simulation) -> list[SimRun]:
+    """Every fire of `sim.specs` in (start, end] (and the retries and catch-up they cause),
+    with its simulated fate, ordered by scheduled time."""
+    requests: list[SimRun] = []
+    records: list[SimRun] = []
+    for spec in sim.specs:
+        _fires_of(spec, sim, requests, records)
+    if not sim.duration_s and not sim.failing:
+        _instant_runs(sim.specs, requests)
+    else:
+        _Deployment(sim).run(requests)
+    if not records and len(sim.specs) == 1 and not sim.failing:
+        return requests  # already in order
+    records.extend(requests)
+    records.sort(key=lambda r: (r.scheduled_us, r.job, r.attempt))
+    return records
+
+
+def _fires_of(spec: JobSpec, sim: Simulation, requests: list[SimRun], out: list[SimRun]) -> None:
+    """The job's fires as enqueue requests; those in a down window through catch-up."""
+    fires = cron.fire_instants_us(spec.cron, spec.every_s, spec.tz, sim.start, sim.end)
+    mine: list[SimRun] = []
+    i = 0
+    for lo, hi in sorted((_us(w.start), _us(w.end)) for w in sim.down):
+        j = bisect_left(fires, lo, i)
+        mine += _scheduled(spec.name, fires[i:j])
+        # the scheduler starts again at `hi` and catches up on the fires in (last fire, hi]
+        i, j = j, bisect_right(fires, hi, j)
+        missed = fires[i:j]
+        i = j
+        unseen, seen = missed[:-CATCH_UP_SCAN], missed[-CATCH_UP_SCAN:]
+        keep, dropped = catch_up_split(spec.catchup, spec.catchup_limit, seen)
+        for fire, reason in [(f, _UNSEEN) for f in unseen] + [
+            (f, missed_reason(spec.catchup)) for f in dropped
+        ]:
+            run = SimRun(spec.name, fire, Trigger.SCHEDULE, 1, RunStatus.MISSED)
+            run.finished_us, run.reason = hi, reason
+            out.append(run)
+        mine += [SimRun(spec.name, f, Trigger.CATCHUP, 1, RunStatus.QUEUED, hi) for f in keep]
+    mine += _scheduled(spec.name, fires[i:])
+    notes = _dst_by_fire(spec, sim.start, sim.end, fires)
+    if notes:
+        for run in mine + out:
+            if run.job == spec.name and run.scheduled_us in notes:
+                run.dst = notes[run.scheduled_us]
+    requests += mine
+
+
+_UNSEEN = f"not recorded: only the newest {CATCH_UP_SCAN} missed fires are"
+
+
+def _scheduled(job: str, fires: list[int]) -> list[SimRun]:
+    return [SimRun(job, f, Trigger.SCHEDULE, 1, RunStatus.QUEUED, f) for f in fires]
+
+
+def _dst_by_fire(spec: JobSpec, start: datetime, end: datetime, fires: list[int]) -> dict[int, str]:
+    """Each DST note of the range, keyed by the fire it concerns (for a gap with no fire of
+    its own, the first fire after it)."""
+    if spec.cron is None:
+        return {}
+    found: dict[int, str] = {}
+    for note in cron.dst_notes(spec.cron, spec.tz, start, end):
+        text = note.text()
+        if note.fires:
+            for fire in note.fires:
+                found[_us(fire)] = text
+            continue
+        after = _us(note.walls[0].replace(tzinfo=cron.zone(spec.tz)))
+        k = bisect_left(fires, after)
+        if k < len(fires):
+            found[fires[k]] = text
+    return found
+
+
+def _late(spec: JobSpec, run: SimRun, start: int) -> bool:
+    """The claim's misfire rule: a scheduled or catch-up run that starts too late is missed."""
+    grace = spec.misfire_grace_s
+    scheduled = run.trigger in (Trigger.SCHEDULE, Trigger.CATCHUP)
+    return grace is not None and scheduled and start - run.scheduled_us > grace * _US
+
+
+def _miss_late(run: SimRun, spec: JobSpec, start: int) -> None:
+    run.status, run.finished_us = RunStatus.MISSED, start
+    late_s = (start - run.scheduled_us) / _US
+    run.reason = (
+        f"not started within misfire_grace {spec.misfire_grace_s}s of its fire time "
+        f"({late_s:.3f}s late)"
+    )
+
+
+def _instant_runs(specs: Iterable[JobSpec], requests: list[SimRun]) -> None:
+    """Runs that take no time: a worker is always free and no run is active at a fire, so
+    each job's overlap decision is the one for no active runs."""
+    by_name = {spec.name: spec for spec in specs}
+    outcomes = {name: overlap_outcome(spec.overlap, ()) for name, spec in by_name.items()}
+    completed = RunStatus.COMPLETED
+    for run in requests:
+        spec, outcome = by_name[run.job], outcomes[run.job]
+        start = run.enqueued_us
+        assert start is not None
+        if outcome.status is not RunStatus.QUEUED:
+            run.status, run.reason, run.finished_us = outcome.status, outcome.reason, start
+        elif spec.misfire_grace_s is not None and _late(spec, run, start):
+            _miss_late(run, spec, start)
+        else:
+            run.status, run.started_us, run.finished_us = completed, start, start
+
+
+def _enqueued(run: SimRun) -> int:
+    assert run.enqueued_us is not None
+    return run.enqueued_us
+
+
+_FINISH, _ENQUEUE = 0, 1  # at one instant, runs end before new fires are judged
+
+
+class _Deployment:
+    """Workers taking queued runs oldest first, and the events of runs starting and ending."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.specs = {spec.name: spec for spec in sim.specs}
+        self.events: list[tuple[int, int, int, SimRun]] = []
+        self.seq = 0
+        self.waiting: deque[SimRun] = deque()
+        self.idle = list(range(sim.workers))
+        self.active: dict[str, list[SimRun]] = {name: [] for name in self.specs}
+        self.retries: list[SimRun] = []
+        self.alone = {name: overlap_outcome(s.overlap, ()) for name, s in self.specs.items()}
+
+    def push(self, at: int, kind: int, run: SimRun) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (at, kind, self.seq, run))
+
+    def run(self, requests: list[SimRun]) -> None:
+        """Fires in the order they are enqueued; runs ending and retries due as they come."""
+        requests.sort(key=_enqueued)  # stable: jobs due together keep their order
+        for request in requests:
+            at = _enqueued(request)
+            while self.events and (self.events[0][0], self.events[0][1]) <= (at, _FINISH):
+                self.step()
+            self.enqueue(request, at)
+            self.start_waiting(at)
+        while self.events:
+            self.step()
+        requests.extend(self.retries)
+
+    def step(self) -> None:
+        at, kind, _, run = heapq.heappop(self.events)
+        if kind == _ENQUEUE:
+            self.enqueue(run, at)
+        elif run.status is RunStatus.RUNNING:  # not stopped by a replacing fire
+            self.finish(run, at)
+        self.start_waiting(at)
+
+    def enqueue(self, run: SimRun, at: int) -> None:
+        if run.trigger is Trigger.RETRY:
+            # a retry is queued (and active) from its failure on, and waits for its backoff
+            # in the delayed set; it enters the queue without the enqueue script
+            self.waiting.append(run)
+            return
+        spec = self.specs[run.job]
+        if self.active[run.job]:
+            active = [(r.id, r.status) for r in self.active[run.job]]
+            outcome = overlap_outcome(spec.overlap, active)
+        else:  # the same decision for every fire of the job that meets no active run
+            outcome = self.alone[run.job]
+        for other in list(self.active[run.job]):
+            if other.id in outcome.stop:
+                self.end(other, at, RunStatus.KILLED, "replaced")
+            elif other.id in outcome.drop:
+                if other in self.waiting:
+                    self.waiting.remove(other)
+                self.end(other, at, RunStatus.SKIPPED, f"replaced by {run.id}")
+        if outcome.status is not RunStatus.QUEUED:
+            run.status, run.reason, run.finished_us = outcome.status, outcome.reason, at
+            return
+        run.status = RunStatus.QUEUED
+        self.waiting.append(run)
+        self.active[run.job].append(run)
+
+    def start_waiting(self, at: int) -> None:
+        while self.waiting and self.idle:
+            run = self.waiting.popleft()
+            spec = self.specs[run.job]
+            if spec.misfire_grace_s is not None and _late(spec, run, at):
+                _miss_late(run, spec, at)
+                self.active[run.job].remove(run)
+                continue
+            run.worker = self.idle.pop()
+            run.status, run.started_us = RunStatus.RUNNING, at
+            duration = round(self.sim.duration_s.get(run.job, 0.0) * _US)
+            self.push(at + duration, _FINISH, run)
+
+    def end(self, run: SimRun, at: int, status: RunStatus, reason: str = "") -> None:
+        if run.status is RunStatus.RUNNING:
+            self.idle.append(run.worker)
+        run.status, run.finished_us, run.reason = status, at, reason
+        self.active[run.job].remove(run)
+
+    def finish(self, run: SimRun, at: int) -> None:
+        failed = run.job in self.sim.failing
+        self.end(run, at, RunStatus.FAILED if failed else RunStatus.COMPLETED)
+        if failed:
+            self.retry(run, at)
+
+    def retry(self, run: SimRun, at: int) -> None:
+        spec = self.specs[run.job]
+        plan = retry_plan(run.id, run.attempt, run_policy(spec), run.status)
+        if plan is None:
+            return
+        attempt = SimRun(run.job, run.scheduled_us, Trigger.RETRY, plan.attempt, RunStatus.QUEUED)
+        attempt.given_id, attempt.enqueued_us = plan.run_id, at
+        self.retries.append(attempt)
+        self.active[run.job].append(attempt)
+        self.push(at + plan.delay_ms * 1000, _ENQUEUE, attempt)
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+def _plain(run: SimRun) -> bool:
+    """A scheduled run that started on time and completed, with nothing to note."""
+    return (
+        run.status is RunStatus.COMPLETED
+        and run.trigger is Trigger.SCHEDULE
+        and run.started_us == run.scheduled_us
+        and not run.dst
+    )
+
+
+def _local(us: int | None, tz: str) -> str:
+    if us is None:
+        return "-"
+    moment = datetime.fromtimestamp(us / _US, cron.zone(tz))
+    text = moment.strftime("%Y-%m-%d %H:%M:%S" if moment.second else "%Y-%m-%d %H:%M")
+    return f"{text} {moment.tzname()}"
+
+
+def _line(run: SimRun, tz: str) -> str:
+    parts = [_local(run.scheduled_us, tz), str(run.status)]
+    if run.trigger is not Trigger.SCHEDULE:
+        parts.append(f"({run.trigger}, attempt {run.attempt})")
+    if run.started_us is not None and run.started_us != run.scheduled_us:
+        parts.append(f"started {_local(run.started_us, tz)}")
+    if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.KILLED):
+        parts.append(f"ended {_local(run.finished_us, tz)}")
+    if run.reason:
+        parts.append(f"- {run.reason}")
+    if run.dst:
+        parts.append(f"[DST: {run.dst}]")
+    return "  ".join(parts)
+
+
+def describe(runs: Sequence[SimRun], specs: Sequence[JobSpec]) -> list[str]:
+    """Per job: its fires in order, runs of plain on-time fires folded into one line; then
+    how many fires ended in each status."""
+    lines: list[str] = []
+    for spec in specs:
+        mine = [run for run in runs if run.job == spec.name]
+        schedule = spec.cron or f"every {spec.every_s}s"
+        lines.append(
+            f"{spec.name}  {schedule}  {spec.tz}  overlap={spec.overlap} catchup={spec.catchup}"
+        )
+        i = 0
+        while i < len(mine):
+            j = i
+            while j < len(mine) and _plain(mine[j]):
+                j += 1
+            if j - i > 2:
+                first, last = (
+                    _local(mine[i].scheduled_us, spec.tz),
+                    _local(mine[j - 1].scheduled_us, spec.tz),
+                )
+                lines.append(f"  {first} .. {last}  {j - i} fires, each completed on time")
+            else:
+                lines.extend(f"  {_line(run, spec.tz)}" for run in mine[i:j])
+            if j < len(mine):
+                lines.append(f"  {_line(mine[j], spec.tz)}")
+            i = j + 1
+        counts: dict[str, int] = {}
+        for run in mine:
+            counts[str(run.status)] = counts.get(str(run.status), 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        lines.append(f"  {len(mine)} runs: {summary or 'none'}")
+    return lines
