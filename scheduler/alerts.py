@@ -15,8 +15,6 @@ import json
 import logging
 import os
 import queue
-import re
-import shlex
 import signal
 import subprocess
 import tempfile
@@ -33,9 +31,8 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scheduler import __version__
-from scheduler.errors import InvalidOption
 from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds
-from scheduler.options import check_hook
+from scheduler.options import ENV_ON_FAILURE, ENV_ON_LATE, check_hook, hook_from_env
 from scheduler.urls import mask_url
 
 log = logging.getLogger("sched.alerts")
@@ -48,8 +45,6 @@ LATE = "late"
 FAILURE_STATUSES = frozenset(
     {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.KILLED, RunStatus.LOST}
 )
-ENV_ON_FAILURE = "SCHED_ON_FAILURE"
-ENV_ON_LATE = "SCHED_ON_LATE"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_QUEUE_SIZE = 100
 
@@ -57,11 +52,6 @@ DEFAULT_QUEUE_SIZE = 100
 # the locale, nothing else. The worker's environment holds SCHED_REDIS_URL (with its password)
 # and whatever the deployment put there; a notification script needs none of it.
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
-_ENV_EXPECTED = (
-    "expected an http(s) URL or a command line, "
-    "e.g. {option}=https://alerts.example.com/sched or {option}='notify-send sched'"
-)
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # Alerts already queued, by (event, run id, attempt): callers poll for lateness and several
 # code paths may see one failure, but a person should get one message. Bounded so that a
 # long-lived worker does not grow without limit.
@@ -92,21 +82,6 @@ def is_late(spec: JobSpec, run: Run, now: datetime) -> str | None:
         f"late: still running after {format_seconds(round(ran, 1))}, past its expected "
         f"duration of {format_seconds(spec.expected_duration_s)}"
     )
-
-
-def hook_from_env(name: str, environ: Mapping[str, str] | None = None) -> Hook | None:
-    """The hook in environment variable `name` (a URL or a shlex-split command line), or None."""
-    raw = (os.environ if environ is None else environ).get(name, "").strip()
-    if not raw:
-        return None
-    expected = _ENV_EXPECTED.format(option=name)
-    if _SCHEME.match(raw):
-        return check_hook(name, raw, expected=expected)
-    try:
-        argv = shlex.split(raw)
-    except ValueError as exc:
-        raise InvalidOption(name, raw, f"not a command line: {exc}", expected) from None
-    return check_hook(name, argv, expected=expected)
 
 
 def describe_hook(hook: Hook) -> str:

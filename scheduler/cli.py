@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -218,6 +218,9 @@ def main() -> None:
 def check(cfg: Config) -> None:
     """Load the jobs folder and report every problem (exit 2) or a summary (exit 0).
 
+    Also warns (exit 0) about fixed-time jobs whose wall time falls in a DST gap or a
+    repeated hour of their zone in the next 12 months, saying what will happen.
+
     \b
     Example:
       sched --jobs ./jobs check
@@ -227,11 +230,38 @@ def check(cfg: Config) -> None:
     specs = _load(cfg)
     _check_hooks_env()
     click.echo(summarize(specs, cfg.jobs))
+    for line in _dst_warnings(specs.values(), datetime.now(UTC)):
+        click.echo(line, err=True)
+
+
+def _dst_warnings(specs: Iterable[JobSpec], now: datetime) -> list[str]:
+    """`warning: nightly (jobs/x.py:3): 0 2 * * * Europe/Berlin: 2027-03-28 02:00 does not
+    exist; runs at 03:00 CEST`, for each fixed-time job and transition in the next 12 months."""
+    from scheduler import cron
+
+    lines = []
+    until = now + timedelta(days=366)
+    notes: dict[tuple[str, str], list[cron.DstNote]] = {}  # many jobs share schedule and zone
+    for spec in sorted(specs, key=lambda s: s.name):
+        if spec.cron is None or cron.is_interval(spec.cron):
+            continue
+        key = (spec.cron, spec.tz)
+        if key not in notes:
+            notes[key] = cron.dst_notes(spec.cron, spec.tz, now, until)
+        for note in notes[key]:
+            where = f"{spec.name} ({spec.path}:{spec.line})"
+            lines.append(f"warning: {where}: {spec.cron} {spec.tz}: {note.text()}")
+    return lines
 
 
 @cli.command("next")
 @click.argument("expr_or_job")
-@click.option("--tz", default=None, help="Zone of a cron expression (default SCHED_TZ or UTC).")
+@click.option(
+    "--tz",
+    default=None,
+    help="Zone of a cron expression (default SCHED_TZ or UTC); for a job, the zone the times "
+    "are shown in (the job's own zone decides them).",
+)
 @click.option("--from", "start", default=None, help="ISO instant to start from (default now).")
 @click.option("-n", "count", default=5, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
@@ -244,42 +274,39 @@ def next_cmd(
     \b
     Example:
       sched next "30 1 * * *" --tz America/New_York --from 2025-11-01T12:00Z -n 3
-      sched next backup.nightly
+      sched next backup.nightly --tz Asia/Tokyo
     """
     from scheduler import cron, policy
 
     spec = _spec_for(cfg, expr_or_job, tz)
     after = _parse_from(start)
+    shown = tz or spec.tz
+    zone = cron.zone(shown)
     rows = []
-    zone = cron.zone(spec.tz)
     for _ in range(count):
         after = policy.next_fire(spec, after)
-        rows.append(
-            {
-                "job": spec.name,
-                "at": iso(after),
-                "local": after.astimezone(zone).isoformat(),
-                "tz": spec.tz,
-            }
-        )
+        row = {"job": spec.name, "at": iso(after), "local": after.astimezone(zone).isoformat()}
+        rows.append(row | {"tz": shown, "job_tz": spec.tz})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    if shown != spec.tz:
+        click.echo(f"{spec.name} fires in {spec.tz}; times shown in {shown}")
     for row in rows:
         click.echo(f"{row['local']}  ({row['at']})")
 
 
-def _parse_from(start: str | None) -> datetime:
+def _parse_from(start: str | None, option: str = "--from") -> datetime:
     if start is None:
         return datetime.now(UTC)
     try:
         moment = datetime.fromisoformat(start.replace("Z", "+00:00"))
     except ValueError as exc:
         raise click.BadParameter(
-            f"{start!r} is not an ISO time, e.g. 2025-11-02T05:00Z", param_hint="--from"
+            f"{start!r} is not an ISO time, e.g. 2025-11-02T05:00Z", param_hint=option
         ) from exc
     if moment.tzinfo is None:
-        raise click.BadParameter(f"{start!r} has no offset; add Z or +01:00", param_hint="--from")
+        raise click.BadParameter(f"{start!r} has no offset; add Z or +01:00", param_hint=option)
     return moment
 
 
@@ -312,12 +339,8 @@ def _spec_for(cfg: Config, expr_or_job: str, tz: str | None) -> JobSpec:
             "`sched list` shows the jobs",
             EXIT_USAGE,
         )
-    spec = specs[expr_or_job]
-    if tz is not None:
-        from dataclasses import replace
-
-        spec = replace(spec, tz=tz)
-    return spec
+    # A job fires in its own zone: --tz only changes how its times are shown.
+    return specs[expr_or_job]
 
 
 def _utc_option(func: Any) -> Any:
@@ -427,6 +450,132 @@ def _list_row(spec: JobSpec, run: Run | None, paused: bool, now: datetime) -> di
         "last_run": run.id if run else None,
         "last_run_at": iso(run.scheduled_for) if run else None,
     }
+
+
+@cli.command()
+@click.argument("jobs", nargs=-1)
+@click.option("--from", "start", required=True, help="ISO instant the range starts after.")
+@click.option("--to", "end", required=True, help="ISO instant the range ends at (included).")
+@click.option(
+    "--down",
+    "down",
+    multiple=True,
+    metavar="ISO..ISO",
+    help="A span with no scheduler running (repeatable).",
+)
+@click.option(
+    "--duration",
+    "durations",
+    multiple=True,
+    metavar="JOB=5m",
+    help="How long each run of JOB takes (default 0; repeatable).",
+)
+@click.option("--fail", "failing", multiple=True, metavar="JOB", help="Runs of JOB fail.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of run objects.")
+@click.pass_obj
+def simulate(
+    cfg: Config,
+    jobs: tuple[str, ...],
+    start: str,
+    end: str,
+    down: tuple[str, ...],
+    durations: tuple[str, ...],
+    failing: tuple[str, ...],
+    workers: int,
+    as_json: bool,
+) -> None:
+    """Every fire the scheduler would make over a range, and what would happen to it.
+
+    Runs the scheduler's own fire-time, DST, catch-up, overlap and retry rules over the
+    jobs folder (or the JOBS named), with the scheduler down over each --down span.
+
+    \b
+    Example:
+      sched simulate backup.nightly --from 2027-03-27T00:00Z --to 2027-03-29T00:00Z \\
+        --down 2027-03-28T01:00+01:00..2027-03-28T04:00+02:00 --duration backup.nightly=2h
+    """
+    from scheduler import simulate as sim
+
+    specs = _load(cfg)
+    chosen = _chosen_jobs(specs, jobs)
+    durations_s = _job_values(specs, durations)
+    for name in failing:
+        _known_job(specs, name, "--fail")
+    windows = [_window(text) for text in down]
+    first, last = _parse_from(start, "--from"), _parse_from(end, "--to")
+    if last <= first:
+        raise click.BadParameter(f"{end!r} is not after --from {start!r}", param_hint="--to")
+    runs = sim.simulate(
+        sim.Simulation(chosen, first, last, windows, durations_s, frozenset(failing), workers)
+    )
+    if as_json:
+        _echo_json_array(run.as_json() for run in runs)
+        return
+    for line in sim.describe(runs, chosen):
+        click.echo(line)
+
+
+def _chosen_jobs(specs: dict[str, JobSpec], names: tuple[str, ...]) -> list[JobSpec]:
+    for name in names:
+        _known_job(specs, name, "JOBS")
+    picked = [specs[n] for n in names] if names else list(specs.values())
+    return [spec for spec in picked if spec.cron or spec.every_s]
+
+
+def _known_job(specs: dict[str, JobSpec], name: str, where: str) -> None:
+    if name not in specs:
+        raise click.BadParameter(
+            f"{name!r} is not a job in the jobs folder; `sched list` shows them",
+            param_hint=where,
+        )
+
+
+def _job_values(specs: dict[str, JobSpec], items: tuple[str, ...]) -> dict[str, float]:
+    from scheduler.durations import parse_duration
+    from scheduler.errors import InvalidOption
+
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise click.BadParameter(
+                f"{item!r}: expected JOB=DURATION, e.g. nightly=5m", param_hint="--duration"
+            )
+        _known_job(specs, name, "--duration")
+        try:
+            out[name] = parse_duration(value, option=f"--duration {name}")
+        except InvalidOption as exc:
+            raise click.BadParameter(
+                f"{exc}; expected {exc.expected}", param_hint="--duration"
+            ) from exc
+    return out
+
+
+def _window(text: str) -> Any:
+    from scheduler.simulate import Window
+
+    lo, dots, hi = text.partition("..")
+    if not dots:
+        raise click.BadParameter(
+            f"{text!r}: expected ISO..ISO, e.g. 2027-03-28T01:00+01:00..2027-03-28T04:00+02:00",
+            param_hint="--down",
+        )
+    first, last = _parse_from(lo, "--down"), _parse_from(hi, "--down")
+    if last <= first:
+        raise click.BadParameter(f"{text!r}: the end is not after the start", param_hint="--down")
+    return Window(first, last)
+
+
+def _echo_json_array(items: Iterable[dict[str, object]]) -> None:
+    """A JSON array, one object per line, written as it goes (simulations can be long)."""
+    out = sys.stdout
+    out.write("[")
+    sep = "\n"
+    for item in items:
+        out.write(sep + json.dumps(item))
+        sep = ",\n"
+    out.write("\n]\n")
 
 
 # -- history ----------------------------------------------------------------------------------
@@ -819,8 +968,8 @@ def _metrics_option(func: Any) -> Any:
 
 def _check_hooks_env() -> None:
     """Fail early (exit 2) on a bad SCHED_ON_FAILURE / SCHED_ON_LATE."""
-    from scheduler.alerts import ENV_ON_FAILURE, ENV_ON_LATE, hook_from_env
     from scheduler.errors import InvalidOption
+    from scheduler.options import ENV_ON_FAILURE, ENV_ON_LATE, hook_from_env
 
     for name in (ENV_ON_FAILURE, ENV_ON_LATE):
         try:

@@ -730,9 +730,12 @@ def _clock(moment: datetime) -> str:
 
 def transitions(tz: str, start: datetime, end: datetime) -> list[tuple[datetime, int, int]]:
     """The offset changes of zone `tz` in (start, end]: (instant, offset before, after) in s."""
+    return list(_transitions(tz, _epoch_us(start) // 1_000_000, _epoch_us(end) // 1_000_000))
+
+
+@lru_cache(maxsize=1024)
+def _transitions(tz: str, lo: int, hi: int) -> tuple[tuple[datetime, int, int], ...]:
     z = zone(tz)
-    lo = _epoch_us(start) // 1_000_000
-    hi = _epoch_us(end) // 1_000_000
     found = []
     previous = _offset_s(z, datetime.fromtimestamp(lo, z))
     t = lo
@@ -745,7 +748,7 @@ def transitions(tz: str, start: datetime, end: datetime) -> list[tuple[datetime,
             # a second change within the same day is found from the first one on
             step, offset = at, _offset_s(z, datetime.fromtimestamp(at, z))
         t, previous = step, offset
-    return found
+    return tuple(found)
 
 
 def dst_notes(cron: str, tz: str, start: datetime, end: datetime) -> list[DstNote]:

@@ -26,8 +26,10 @@ the new row and JobSpec the new field.
 # and evaluating them from strings would compile each one.
 import dataclasses
 import difflib
+import os
 import re
-from collections.abc import Callable, Sequence
+import shlex
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import UnionType
@@ -181,6 +183,32 @@ def check_description(option: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidOption(option, value, f"a {type(value).__name__}", "a string")
     return value
+
+
+ENV_ON_FAILURE = "SCHED_ON_FAILURE"
+ENV_ON_LATE = "SCHED_ON_LATE"
+_ENV_EXPECTED = (
+    "expected an http(s) URL or a command line, "
+    "e.g. {option}=https://alerts.example.com/sched or {option}='notify-send sched'"
+)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def hook_from_env(
+    name: str, environ: Mapping[str, str] | None = None
+) -> str | tuple[str, ...] | None:
+    """The hook in environment variable `name` (a URL or a shlex-split command line), or None."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
+    if not raw:
+        return None
+    expected = _ENV_EXPECTED.format(option=name)
+    if _SCHEME.match(raw):
+        return check_hook(name, raw, expected=expected)
+    try:
+        argv = shlex.split(raw)
+    except ValueError as exc:
+        raise InvalidOption(name, raw, f"not a command line: {exc}", expected) from None
+    return check_hook(name, argv, expected=expected)
 
 
 def check_hook(option: str, value: object, *, expected: str | None = None) -> str | tuple[str, ...]:
