@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import UTC, datetime, timedelta
 
 from starlette.testclient import TestClient
@@ -59,3 +61,54 @@ def test_workers_page(client: TestClient) -> None:
     page = client.get("/workers")
     assert page.status_code == 200
     assert "No live workers" in page.text
+
+
+def test_history_pages_show_every_run_once_even_with_equal_fire_times(
+    client: TestClient, store: Store
+) -> None:
+    from tests.web.conftest import record
+
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    expected = set()
+    for i in range(70):
+        # Three runs per instant (a fire and two retries): page boundaries fall inside them.
+        at = base + timedelta(minutes=i // 3)
+        expected.add(record(store, f"demo.tick@{i:03d}", "demo.tick", at, "completed"))
+    seen: list[str] = []
+    url = "/jobs/demo.tick?limit=20"
+    for _ in range(10):
+        page = client.get(url)
+        assert page.status_code == 200
+        seen += re.findall(r'<td class="id"><a href="[^"]+">(demo\.tick@\d+)</a>', page.text)
+        more = re.search(r'<a href="([^"]+)" rel="next">', page.text)
+        if not more:
+            break
+        url = html.unescape(more.group(1))
+    assert len(seen) == len(set(seen)) == 70
+    assert set(seen) == expected
+
+
+def test_overview_filters_by_name_and_last_status(client: TestClient, store: Store) -> None:
+    from tests.web.conftest import record
+
+    record(store, "demo.tick@1", "demo.tick", datetime.now(UTC), "failed")
+    record(store, "demo.poll@1", "demo.poll", datetime.now(UTC), "completed")
+    failed = client.get("/", params={"status": "failed"}).text
+    assert 'href="/jobs/demo.tick"' in failed and 'href="/jobs/demo.poll"' not in failed
+    never = client.get("/", params={"status": "never"}).text
+    assert 'href="/jobs/demo.nightly"' in never and 'href="/jobs/demo.tick"' not in never
+    named = client.get("/", params={"name": "POLL"}).text
+    assert "1 of 4 jobs" in named and 'href="/jobs/demo.poll"' in named
+
+
+def test_overview_counts_runs_per_status_in_the_window(client: TestClient, store: Store) -> None:
+    from tests.web.conftest import record
+
+    now = datetime.now(UTC)
+    record(store, "demo.tick@1", "demo.tick", now - timedelta(minutes=30), "failed")
+    record(store, "demo.tick@2", "demo.tick", now - timedelta(hours=3), "failed")
+    one_hour = client.get("/", params={"window": "1h"}).text
+    day = client.get("/", params={"window": "24h"}).text
+    count = r'<span class="st st-failed">failed</span> <b>(\d+)</b>'
+    assert re.search(count, one_hour).group(1) == "1"  # type: ignore[union-attr]
+    assert re.search(count, day).group(1) == "2"  # type: ignore[union-attr]
