@@ -149,3 +149,16 @@ def test_job_page_rejects_a_bad_window(client: TestClient) -> None:
     page = client.get("/jobs/demo.tick?window=forever")
     assert page.status_code == 400 and "expected auto or one of" in page.text
     assert client.get("/jobs/nope").status_code == 404
+
+
+def test_the_default_window_fits_a_young_history(store: Store) -> None:
+    from scheduler.web.views import auto_window
+
+    spec = JobSpec(name="j", path="-", line=1, timeout_s=10, every_s=2.0)
+    now = datetime.now(UTC)
+    assert auto_window(store, spec, now) == now - timedelta(minutes=5)  # no history: 40 fires
+    record(store, "j@1", "j", now - timedelta(minutes=20), "completed")
+    since = auto_window(store, spec, now)
+    assert now - timedelta(minutes=22) < since < now - timedelta(minutes=20)
+    record(store, "j@0", "j", now - timedelta(days=3), "completed")
+    assert auto_window(store, spec, now) == now - timedelta(days=1)
