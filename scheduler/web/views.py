@@ -296,15 +296,18 @@ def job_page(
 
 def auto_window(store: Store, spec: JobSpec, now: datetime) -> datetime:
     """Where the job page's default window starts: the last day, or from shortly before the
-    oldest kept run when history is younger; at least 40 fires (5 minutes to an hour)."""
+    oldest kept run when history is younger; at least 40 fires (5 minutes to an hour), and
+    just that without history."""
     shortest = timedelta(hours=1)
     if spec.cron or spec.every_s:
         first = policy.next_fire(spec, now)
         interval = policy.next_fire(spec, first) - first
         shortest = min(max(40 * interval, timedelta(minutes=5)), timedelta(hours=1))
     oldest = store.oldest_run_at(spec.name)
+    if oldest is None:
+        return now - shortest
     since = now - timedelta(days=1)
-    if oldest is not None and oldest > since:
+    if oldest > since:
         since = oldest - max((now - oldest) / 20, timedelta(seconds=10))
     return min(since, now - shortest)
 
