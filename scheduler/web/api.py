@@ -26,7 +26,7 @@ from scheduler.errors import StoreError, UnknownRun
 from scheduler.model import JobSpec, RunStatus, iso
 from scheduler.options import listed_schema
 from scheduler.store import Store
-from scheduler.web.inputs import BadInput, parse_limit, parse_statuses, parse_when
+from scheduler.web.inputs import BadInput, parse_limit, parse_statuses, parse_when, parse_zone
 
 MAX_NEXT = 10_000
 MAX_HISTORY = 10_000
@@ -46,20 +46,17 @@ def list_rows(store: Store, specs: Mapping[str, JobSpec]) -> list[dict[str, Any]
     return [_list_row(s, last.get(s.name), s.name in paused, now) for s in specs.values()]
 
 
-def next_rows(spec: JobSpec, after: datetime, count: int) -> list[dict[str, Any]]:
-    """`sched next JOB --json`."""
+def next_rows(
+    spec: JobSpec, after: datetime, count: int, tz: str | None = None
+) -> list[dict[str, Any]]:
+    """`sched next JOB --json [--tz Z]`: the job's zone decides the times, `tz` shows them."""
+    shown = tz or spec.tz
+    zone = cron.zone(shown)
     rows = []
-    zone = cron.zone(spec.tz)
     for _ in range(count):
         after = policy.next_fire(spec, after)
-        rows.append(
-            {
-                "job": spec.name,
-                "at": iso(after),
-                "local": after.astimezone(zone).isoformat(),
-                "tz": spec.tz,
-            }
-        )
+        row = {"job": spec.name, "at": iso(after), "local": after.astimezone(zone).isoformat()}
+        rows.append(row | {"tz": shown, "job_tz": spec.tz})
     return rows
 
 
@@ -84,7 +81,7 @@ def routes(store: Store, specs: Mapping[str, JobSpec]) -> list[Route]:
             return []
         count = parse_limit(request.query_params.get("n"), "n", default=5, high=MAX_NEXT)
         after = parse_when(request.query_params.get("from"), "from") or datetime.now(UTC)
-        return next_rows(spec, after, count)
+        return next_rows(spec, after, count, parse_zone(request.query_params.get("tz")))
 
     def runs(request: Request) -> Any:
         q = request.query_params
@@ -206,12 +203,13 @@ JOB_SCHEMA: dict[str, Any] = {
 FIRE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "One fire time, as an element of `sched next --json`.",
-    "required": ["job", "at", "local", "tz"],
+    "required": ["job", "at", "local", "tz", "job_tz"],
     "properties": {
         "job": {"type": "string"},
         "at": {"type": "string"},
         "local": {"type": "string"},
-        "tz": {"type": "string"},
+        "tz": {"type": "string", "description": "The zone `local` is shown in."},
+        "job_tz": {"type": "string", "description": "The job's zone, which decides the times."},
     },
     "additionalProperties": False,
 }
@@ -292,6 +290,7 @@ def openapi() -> dict[str, Any]:
                             "n", "query", {"type": "integer", "minimum": 1, "maximum": MAX_NEXT}
                         ),
                         _param("from", "query", {"type": "string", "format": "date-time"}),
+                        _param("tz", "query", {"type": "string"}),
                     ],
                     "responses": {
                         "200": _ok({"type": "array", "items": _ref("Fire")}, "fire times"),

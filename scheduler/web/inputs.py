@@ -62,3 +62,16 @@ def parse_limit(
     if not low <= number <= high:
         raise BadInput(f"{name} {number}: expected {low} to {high}")
     return number
+
+
+def parse_zone(value: str | None) -> str | None:
+    """An IANA zone name, checked; None when not given."""
+    if not value:
+        return None
+    from scheduler import cron
+
+    try:
+        cron.zone(value)
+    except (cron.CronError, ValueError):
+        raise BadInput(f"tz {value!r}: expected an IANA zone such as Europe/Berlin") from None
+    return value

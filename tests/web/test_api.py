@@ -73,6 +73,11 @@ def test_next_is_sched_next_json(client: TestClient, redis_url: str, jobs_dir: P
         redis_url, jobs_dir, "next", "demo.nightly", "-n", "3", "--from", start, "--json"
     )
     assert api[1]["local"] == "2025-11-03T01:30:00-05:00"
+    tokyo = {"n": 2, "from": start, "tz": "Asia/Tokyo"}
+    args = ("next", "demo.nightly", "-n", "2", "--from", start, "--tz", "Asia/Tokyo", "--json")
+    assert client.get("/api/v1/jobs/demo.nightly/next", params=tokyo).json() == _cli_json(
+        redis_url, jobs_dir, *args
+    )
 
 
 @pytest.mark.parametrize(
