@@ -13,11 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds, iso
+
+if TYPE_CHECKING:  # the store (and redis) is imported only by the commands that use it
+    from scheduler.embedded import EmbeddedRedis
+    from scheduler.store import Store
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -71,7 +75,7 @@ def _load(cfg: Config) -> dict[str, JobSpec]:
 
 
 @contextmanager
-def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Any]:
+def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Store]:
     """A connected Store: the given URL, the running embedded server, or a temporary one."""
     from scheduler import embedded
     from scheduler.errors import StoreError
@@ -102,7 +106,7 @@ def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Any]:
             server.stop()
 
 
-def _open_state_dir(state_dir: Path) -> Any:
+def _open_state_dir(state_dir: Path) -> EmbeddedRedis | None:
     """A server over the state folder's data for one command, or None if `sched run` has it.
 
     When another process holds the folder (a `sched run` starting up), wait for its server
@@ -745,7 +749,7 @@ def logs(cfg: Config, run_id: str, follow: bool) -> None:
         _follow(store, run_id, status, total, text)
 
 
-def _follow(store: Any, run_id: str, status: str, total: int, text: str) -> None:
+def _follow(store: Store, run_id: str, status: str, total: int, text: str) -> None:
     """Print what the run writes, as heartbeats bring it, until it ends."""
     shown = 0  # bytes of the run's output printed so far
     while True:
@@ -810,7 +814,7 @@ def trigger(cfg: Config, job: str, wait: bool) -> None:
     sys.exit(run.exit_code or 1)
 
 
-def _wait_final(store: Any, run_id: str) -> Run:
+def _wait_final(store: Store, run_id: str) -> Run:
     delay = 0.05
     while True:
         run: Run = store.get_run(run_id)

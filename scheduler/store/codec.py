@@ -1,0 +1,129 @@
+"""Records to and from the flat string fields Redis holds. No I/O.
+
+Decoding never lets a ValueError out: a field that does not parse is StoreCorrupt, naming
+the record and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from scheduler.errors import StoreCorrupt
+from scheduler.model import RUN_FIELDS, Run, RunStatus, to_ms
+from scheduler.policy import RunPolicy
+from scheduler.store.records import Claimed, FireSettings, RunSummary
+
+
+def decode_run(fields: Mapping[str, str]) -> Run:
+    """A stored run as a Run; StoreCorrupt naming the record and the field when it is unusable."""
+    try:
+        return Run.from_fields(fields)
+    except (ValueError, TypeError, OverflowError, OSError) as exc:
+        raise StoreCorrupt(_field_problem(fields, exc), fields.get("id") or "a run") from None
+
+
+_REQUIRED = ("id", "job", "status", "scheduled_for")
+
+
+def _field_problem(fields: Mapping[str, str], exc: BaseException) -> str:
+    """Which field of a stored run cannot be read, and why."""
+    for name in _REQUIRED:
+        if not fields.get(name):
+            return f"field {name} is missing"
+    base = {name: fields[name] for name in _REQUIRED}
+    for name in RUN_FIELDS:
+        raw = fields.get(name)
+        if not raw:
+            continue
+        try:
+            Run.from_fields({**base, "status": "queued", "scheduled_for": "0", name: raw})
+        except (ValueError, TypeError, OverflowError, OSError):
+            return f"field {name} is {raw[:80]!r}, which cannot be read"
+    return f"unusable record ({exc})"
+
+
+def decode_claimed(fields: Mapping[str, str]) -> Claimed:
+    """The claimed record; StoreCorrupt when a field cannot be read."""
+    run = decode_run(fields)
+    try:
+        policy = RunPolicy.from_fields(fields)
+    except ValueError as exc:
+        raise StoreCorrupt(str(exc), run.id) from None
+    return Claimed(run, policy)
+
+
+def encode(value: object) -> str:
+    """A value as stored: times as epoch ms, JSON for dicts and lists, floats by repr."""
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, datetime):
+        return str(to_ms(value))
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def pairs(fields: Mapping[str, object]) -> list[str]:
+    """Field, value, field, value... for the fields that are not None."""
+    out: list[str] = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        out += [name, encode(value)]
+    return out
+
+
+def settings_args(settings: FireSettings) -> tuple[str, ...]:
+    """The settings as the enqueue script reads them (see its comment)."""
+    fields: dict[str, object] = {
+        "trigger": settings.trigger,
+        "attempt": settings.attempt,
+        "queue": settings.queue,
+        "timeout_s": settings.timeout_s,
+        **settings.policy.fields(),
+    }
+    outcome = "queue" if settings.outcome is RunStatus.QUEUED else str(settings.outcome)
+    scheduled = "1" if settings.scheduled else "0"
+    head = (str(settings.overlap), scheduled, outcome, settings.reason, settings.queue)
+    return head + tuple(pairs(fields))
+
+
+# The fields of a RunSummary, in its order; the first must be present on every run.
+SUMMARY_FIELDS = (
+    "id",
+    "status",
+    "scheduled_for",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "trigger",
+    "attempt",
+    "reason",
+)
+# Runs per SUMMARIES call: a bounded argument list and a short hold on the server.
+SUMMARY_BATCH = 5000
+
+
+def summary(row: Sequence[str | bool | None]) -> RunSummary | None:
+    """A SUMMARIES row as a RunSummary; None for a run forgotten meanwhile."""
+    if not row or not row[0]:
+        return None  # the run was forgotten between the index read and this one
+    v = [None if x is False or x is True or x == "" else str(x) for x in row]
+    return RunSummary(
+        id=str(v[0]),
+        status=RunStatus(v[1] or "queued"),
+        scheduled_ms=int(v[2] or 0),
+        enqueued_ms=int(v[3]) if v[3] is not None else None,
+        started_ms=int(v[4]) if v[4] is not None else None,
+        finished_ms=int(v[5]) if v[5] is not None else None,
+        duration_s=float(v[6]) if v[6] is not None else None,
+        trigger=str(v[7] or "schedule"),
+        attempt=int(v[8] or 1),
+        reason=str(v[9]) if v[9] is not None else None,
+    )

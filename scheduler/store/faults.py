@@ -1,0 +1,96 @@
+"""redis-py's failures as the package's own: StoreUnavailable (retry) or StoreCorrupt.
+
+dramatiq's way: the store raises its own error `from` the client's, so no other module knows
+which client library is underneath.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+import redis
+import redis.exceptions
+
+from scheduler.errors import StoreCorrupt, StoreError, StoreUnavailable
+
+# Server replies (their first word) after which the same call may succeed later.
+RETRYABLE_REPLIES = {
+    "OOM": "Redis is out of memory (maxmemory reached, noeviction)",
+    "READONLY": "Redis is a read-only replica (failover or demotion)",
+    "LOADING": "Redis is loading its data",
+    "BUSY": "Redis is busy running a script",
+    "MASTERDOWN": "the replica lost its primary",
+    "TRYAGAIN": "Redis asks to try again",
+    "CLUSTERDOWN": "the Redis cluster is down",
+    "UNBLOCKED": "Redis ended a blocking call (the server changed role)",
+    "NOREPLICAS": "Redis lacks the replicas it requires for writes",
+    "NOAUTH": "Redis asks for authentication",
+    "WRONGPASS": "Redis refused the credentials",
+    "NOPERM": "Redis refused this user access (ACL)",
+    "MISCONF": "Redis cannot persist its data (MISCONF)",
+}
+# Replies that mean a record is not what the scripts expect.
+CORRUPT_REPLIES = ("WRONGTYPE",)
+
+
+def translate(exc: BaseException) -> StoreError:
+    """The package's own error for a redis-py (or socket) failure.
+
+    Anything that is not plainly bad data is an outage: retrying is safe, crashing is not.
+    A script error names the reply the script got (`user_script:12: OOM ...`), so the first
+    known code anywhere in the message decides.
+    """
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, redis.exceptions.TimeoutError):
+        return StoreUnavailable("Redis did not answer in time", text)
+    if isinstance(exc, redis.exceptions.BusyLoadingError):
+        return StoreUnavailable(RETRYABLE_REPLIES["LOADING"], text)
+    if isinstance(exc, redis.exceptions.ConnectionError | OSError):
+        return StoreUnavailable("connection to Redis lost", text)
+    if isinstance(exc, redis.exceptions.ResponseError):
+        words = [word.lstrip("-") for word in text.replace(":", " ").split()]
+        for word in words:
+            if word in RETRYABLE_REPLIES:
+                return StoreUnavailable(RETRYABLE_REPLIES[word], text)
+        if any(word in CORRUPT_REPLIES for word in words) or "user_script" in text:
+            return StoreCorrupt(f"Redis refused a transition: {text}")
+        return StoreUnavailable("Redis refused a command", text)
+    if isinstance(exc, redis.exceptions.DataError):
+        return StoreCorrupt(f"a value cannot be sent to Redis: {text}")
+    return StoreUnavailable("Redis failed", text)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """Let only StoreUnavailable / StoreCorrupt (and UnknownRun) out of a store method."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StoreError:
+            raise
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+
+    return wrapper
+
+
+def guarded_iter(method: Callable[P, Iterator[R]]) -> Callable[P, Iterator[R]]:
+    """guarded() for a generator: errors raised while it is consumed are translated too."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        try:
+            yield from method(*args, **kwargs)
+        except StoreError:
+            raise
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise translate(exc) from exc
+
+    return wrapper

@@ -1,0 +1,895 @@
+"""The Redis implementation of the store's port: one Lua script per transition.
+
+Every method lets out only the package's errors (see faults.py); replies are checked as they
+are read, so a reply of an unexpected shape is StoreCorrupt rather than a TypeError later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+
+import redis
+import redis.exceptions
+
+from scheduler.errors import StoreCorrupt, StoreError, StoreUnavailable, UnknownRun
+from scheduler.model import DEFAULT_QUEUE, PENDING, Overlap, Run, RunStatus, Trigger, from_ms, to_ms
+from scheduler.policy import Retry, RunPolicy, retry_plan
+from scheduler.store import scripts
+from scheduler.store.codec import (
+    SUMMARY_BATCH,
+    SUMMARY_FIELDS,
+    decode_claimed,
+    decode_run,
+    pairs,
+    settings_args,
+    summary,
+)
+from scheduler.store.connect import advice, connect
+from scheduler.store.faults import guarded, guarded_iter, translate
+from scheduler.store.keys import DEFAULT_NAMESPACE, Keys
+from scheduler.store.port import Store
+from scheduler.store.records import (
+    Claimed,
+    Enqueued,
+    Fire,
+    FireSettings,
+    Heartbeat,
+    Retention,
+    RunSummary,
+    fire_settings,
+)
+from scheduler.store.scripts import Arg
+from scheduler.urls import mask_url
+
+STATUSES = tuple(RunStatus)
+# Fires per call of the enqueue script: a few arguments each, so a call stays far below
+# Redis's limits and holds the server for milliseconds, not seconds.
+ENQUEUE_BATCH = 1000
+
+
+class Transition:
+    """One Lua script, registered with a client, called with its slots by name."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self.source = scripts.load(name)
+        self.script = client.register_script(self.source.text)
+
+    @property
+    def sha(self) -> str:
+        return str(self.script.sha)
+
+    def slots(
+        self,
+        keys: Mapping[str, str],
+        args: Mapping[str, Arg],
+        key_rest: Sequence[str] = (),
+        arg_rest: Sequence[Arg] = (),
+    ) -> tuple[list[str], list[Arg]]:
+        """KEYS and ARGV in the script's order (LayoutError when a slot is missing or extra)."""
+        return self.source.keys(keys, key_rest), self.source.args(args, arg_rest)
+
+    def __call__(
+        self,
+        keys: Mapping[str, str],
+        args: Mapping[str, Arg],
+        key_rest: Sequence[str] = (),
+        arg_rest: Sequence[Arg] = (),
+        client: redis.client.Pipeline | None = None,
+    ) -> object:
+        """Run it (loading it first if Redis lost it: SCRIPT FLUSH, a restart, a failover)."""
+        ordered_keys, ordered_args = self.slots(keys, args, key_rest, arg_rest)
+        return self.script(keys=ordered_keys, args=ordered_args, client=client)
+
+
+def _text(reply: object) -> str | None:
+    if reply is None or isinstance(reply, str):
+        return reply
+    raise StoreCorrupt(f"Redis replied {reply!r} where a string was expected")
+
+
+def _texts(reply: object) -> list[str]:
+    if isinstance(reply, list | set) and all(isinstance(x, str) for x in reply):
+        return list(reply)
+    raise StoreCorrupt(f"Redis replied {reply!r} where a list of strings was expected")
+
+
+def _hash(reply: object) -> dict[str, str]:
+    if isinstance(reply, dict):
+        return {str(name): str(value) for name, value in reply.items()}
+    raise StoreCorrupt(f"Redis replied {reply!r} where a hash was expected")
+
+
+def _scored(reply: object) -> list[tuple[str, float]]:
+    if isinstance(reply, list) and all(isinstance(x, list | tuple) and len(x) == 2 for x in reply):
+        return [(str(member), float(score)) for member, score in reply]
+    raise StoreCorrupt(f"Redis replied {reply!r} where (member, score) pairs were expected")
+
+
+def _flag_and_text(reply: object) -> tuple[bool, str]:
+    if isinstance(reply, list) and len(reply) == 2:
+        return bool(reply[0]), str(reply[1])
+    raise StoreCorrupt(f"a script replied {reply!r} where {{flag, text}} was expected")
+
+
+class RedisStore(Store):
+    """The store over one Redis database and namespace."""
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        socket_timeout_s: float = 10.0,
+        clock_gap_s: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.keys = Keys(namespace)
+        # Redis silent for longer than this (stopped, restarted, cut off) counts as an outage.
+        self.clock_gap_s = clock_gap_s
+        self.socket_timeout_s = socket_timeout_s
+        # A bounded wait, so a stalled Redis cannot hold a caller forever.
+        self.redis: redis.Redis = connect(url, timeout_s=socket_timeout_s, connect_timeout_s=5)
+        # Heartbeats go through their own client with a short timeout: a worker waiting on
+        # its horse must never be held long by a stalled Redis.
+        self.heartbeat_timeout_s = min(1.0, socket_timeout_s)
+        self._fast: redis.Redis = connect(
+            url, timeout_s=self.heartbeat_timeout_s, connect_timeout_s=self.heartbeat_timeout_s
+        )
+        # Each job definition's fire settings as the enqueue script reads them.
+        self._settings_args: dict[FireSettings, tuple[str, ...]] = {}
+        self._enqueue = Transition(self.redis, "enqueue")
+        self._claim = Transition(self.redis, "claim")
+        self._heartbeat = Transition(self._fast, "heartbeat")
+        self._finish = Transition(self.redis, "finish")
+        self._restore = Transition(self.redis, "restore")
+        self._fail_queued = Transition(self.redis, "fail_queued")
+        self._reap = Transition(self.redis, "reap")
+        self._promote = Transition(self.redis, "promote")
+        self._kill = Transition(self.redis, "kill")
+        self._requeue = Transition(self.redis, "requeue_inbox")
+        self._drop = Transition(self.redis, "drop")
+        self._run_rows = Transition(self.redis, "run_rows")
+        self._newest_ids = Transition(self.redis, "newest_ids")
+
+    # -- connection ----------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return mask_url(self.url)
+
+    def ping(self) -> None:
+        try:
+            self.redis.ping()
+            # A harmless read of one of our keys: an ACL user confined to other keys fails here.
+            self.redis.exists(self.keys.epoch)
+        except redis.exceptions.NoPermissionError as exc:
+            raise StoreError(
+                f"Redis at {self.describe()} does not let this user use namespace "
+                f"{self.namespace!r} (keys {self.keys.prefix}*): {exc}; use the namespace the "
+                "user is allowed (--namespace / SCHED_NAMESPACE) or widen its ACL"
+            ) from exc
+        except redis.exceptions.AuthenticationError as exc:
+            raise StoreError(
+                f"Redis at {self.describe()} refused the credentials: {exc}; "
+                "check the user and password in --redis-url / SCHED_REDIS_URL"
+            ) from exc
+        except (redis.exceptions.RedisError, OSError) as exc:
+            problem = translate(exc)
+            if isinstance(problem, StoreUnavailable):
+                what = f"cannot reach Redis at {self.describe()}"
+                raise StoreUnavailable(what, f"{exc}; {advice(exc)}") from exc
+            raise problem from exc
+        policy = self._config_value("maxmemory-policy")
+        if policy and policy != "noeviction" and not policy.startswith("volatile"):
+            raise StoreError(
+                f"Redis at {self.describe()} has maxmemory-policy {policy!r}, which may evict "
+                "run records and queues; set maxmemory-policy to 'noeviction'"
+            )
+
+    @guarded
+    def _config_value(self, name: str) -> str | None:
+        try:
+            reply = _hash(self.redis.config_get(name))
+        except redis.exceptions.ResponseError:
+            return None  # CONFIG is often disabled on managed Redis; nothing to check then.
+        return reply.get(name)
+
+    def close(self) -> None:
+        self.redis.close()
+        self._fast.close()
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    @guarded
+    def enqueue(
+        self,
+        *,
+        run_id: str,
+        job: str,
+        scheduled_for: datetime,
+        queue: str,
+        overlap: Overlap = Overlap.SKIP,
+        trigger: Trigger = Trigger.SCHEDULE,
+        attempt: int = 1,
+        timeout_s: float | None = None,
+        advance_last_fire: bool = True,
+        outcome: RunStatus = RunStatus.QUEUED,
+        reason: str = "",
+        policy: RunPolicy | None = None,
+    ) -> Enqueued:
+        settings = fire_settings(
+            queue,
+            overlap=overlap,
+            trigger=trigger,
+            attempt=attempt,
+            timeout_s=timeout_s,
+            policy=policy,
+            scheduled=advance_last_fire,
+            outcome=outcome,
+            reason=reason,
+        )
+        return self.enqueue_many([Fire(run_id, job, scheduled_for, settings)])[0]
+
+    @guarded
+    def enqueue_many(self, fires: Sequence[Fire]) -> list[Enqueued]:
+        results: list[Enqueued] = []
+        for start in range(0, len(fires), ENQUEUE_BATCH):
+            results += self._enqueue_batch(fires[start : start + ENQUEUE_BATCH])
+        return results
+
+    @guarded
+    def record_missed(
+        self,
+        job: str,
+        fires: Sequence[tuple[str, datetime]],
+        *,
+        queue: str,
+        timeout_s: float | None,
+        reason: str,
+    ) -> int:
+        settings = fire_settings(
+            queue,
+            overlap=Overlap.ALLOW,
+            timeout_s=timeout_s,
+            outcome=RunStatus.MISSED,
+            reason=reason,
+        )
+        batch = [Fire(run_id, job, fire_at, settings) for run_id, fire_at in fires]
+        return sum(result.created for result in self.enqueue_many(batch))
+
+    def _enqueue_batch(self, fires: Sequence[Fire]) -> list[Enqueued]:
+        """One script call for all the fires, in order. When a job's active runs changed
+        between reading them and the call (overlap queue/replace), the script stops at that
+        fire; they are read again and the rest is sent again."""
+        done: list[Enqueued] = []
+        tries = 0
+        while len(done) < len(fires):
+            rest = fires[len(done) :]
+            keys, args = self._enqueue_args(rest, self._active_runs(rest))
+            reply = _text(self._enqueue.script(keys=keys, args=args)) or ""
+            progress = len(done)
+            for fire, outcome in zip(rest, reply.split(" "), strict=False):
+                if outcome == "0retry":
+                    break
+                status = None if outcome == "0stale" else RunStatus(outcome[1:])
+                done.append(Enqueued(fire.run_id, outcome[0] == "1", status))
+            tries = 0 if len(done) > progress else tries + 1
+            if tries >= 100:
+                job = fires[len(done)].job
+                raise StoreUnavailable(
+                    "enqueue gave up", f"the active runs of {job!r} keep changing"
+                )
+        return done
+
+    def _active_runs(self, fires: Sequence[Fire]) -> list[list[str]]:
+        """The ids of each fire's job's active runs, read for overlap queue/replace only."""
+        reads = [i for i, fire in enumerate(fires) if fire.settings.reads_active]
+        active: list[list[str]] = [[] for _ in fires]
+        if reads:
+            pipe = self.redis.pipeline(transaction=False)
+            for i in reads:
+                pipe.smembers(self.keys.active(fires[i].job))
+            for i, members in zip(reads, pipe.execute(), strict=True):
+                active[i] = sorted(_texts(members))
+        return active
+
+    def _encoded(self, settings: FireSettings) -> tuple[str, ...]:
+        encoded = self._settings_args.get(settings)
+        if encoded is None:
+            if len(self._settings_args) > 10_000:
+                self._settings_args.clear()
+            encoded = self._settings_args[settings] = settings_args(settings)
+        return encoded
+
+    def _enqueue_args(
+        self, fires: Sequence[Fire], active: Sequence[Sequence[str]]
+    ) -> tuple[list[str], list[Arg]]:
+        """KEYS and ARGV of the enqueue script; see its slot table for the layout."""
+        k = self.keys
+        settings: dict[FireSettings, int] = {}
+        millis: dict[datetime, int] = {}
+        # Runs of consecutive fires with the same settings and instant.
+        groups: list[tuple[int, int, list[tuple[Fire, Sequence[str]]]]] = []
+        for fire, ids in zip(fires, active, strict=True):
+            number = settings.setdefault(fire.settings, len(settings) + 1)
+            ms = millis.get(fire.scheduled_for)
+            if ms is None:
+                ms = millis[fire.scheduled_for] = to_ms(fire.scheduled_for)
+            if not groups or groups[-1][:2] != (number, ms):
+                groups.append((number, ms, []))
+            groups[-1][2].append((fire, ids))
+        queues: dict[str, int] = {}
+        batch: list[Arg] = []
+        for each in settings:
+            overlap, scheduled, outcome, reason, queue, *fields = self._encoded(each)
+            number = queues.setdefault(queue, len(queues) + 1)
+            batch += (overlap, scheduled, outcome, reason, number, len(fields) // 2, *fields)
+        batch_keys = [k.queue(name) for name in queues]
+        for number, ms, members in groups:
+            batch += (number, ms, len(members))
+            for fire, ids in members:
+                batch_keys += (k.run(fire.run_id), k.active(fire.job), k.by_job(fire.job))
+                batch += (fire.run_id, fire.job)
+                if fire.settings.reads_active:
+                    batch_keys += (k.run(other) for other in ids)
+                    batch += (len(ids), *ids)
+        return self._enqueue.slots(
+            {
+                "idx_all": k.all_runs,
+                "idx_queued": k.by_status(RunStatus.QUEUED),
+                "idx_skipped": k.by_status(RunStatus.SKIPPED),
+                "idx_missed": k.by_status(RunStatus.MISSED),
+                "last_fire": k.last_fire,
+                "paused": k.paused,
+                "ended_feed": k.ended,
+            },
+            {"queue_count": len(queues), "settings_count": len(settings)},
+            batch_keys,
+            batch,
+        )
+
+    @guarded
+    def pause(self, job: str) -> bool:
+        return bool(self.redis.sadd(self.keys.paused, job))
+
+    @guarded
+    def resume(self, job: str) -> bool:
+        return bool(self.redis.srem(self.keys.paused, job))
+
+    @guarded
+    def paused_jobs(self) -> set[str]:
+        return set(_texts(self.redis.smembers(self.keys.paused)))
+
+    @guarded
+    def claim_epoch(self) -> bool:
+        return bool(self.redis.set(self.keys.epoch, str(self.server_time_ms()), nx=True))
+
+    @guarded
+    def last_fires(self) -> dict[str, datetime]:
+        out: dict[str, datetime] = {}
+        for job, ms in _hash(self.redis.hgetall(self.keys.last_fire)).items():
+            try:
+                out[job] = from_ms(int(ms))
+            except (ValueError, OverflowError, OSError):
+                raise StoreCorrupt(f"last fire {ms!r} is not a time", job) from None
+        return out
+
+    # -- workers -------------------------------------------------------------------------
+
+    @guarded
+    def wait_for_run(self, worker: str, queues: Sequence[str], timeout_s: float) -> str | None:
+        k = self.keys
+        inbox = k.inbox(worker)
+        if len(queues) > 1:
+            # In order of preference; only the first queue can be waited on, so the others
+            # are looked at again at least twice a second.
+            for name in queues:
+                moved = _text(self.redis.lmove(k.queue(name), inbox, "LEFT", "RIGHT"))
+                if moved is not None:
+                    return moved
+            timeout_s = min(timeout_s, 0.5)
+        # BLMOVE takes fractional seconds (Redis 6+); redis-py only annotates int.
+        wait: int = timeout_s  # type: ignore[assignment]
+        return _text(self.redis.blmove(k.queue(queues[0]), inbox, wait, "LEFT", "RIGHT"))
+
+    @guarded
+    def claim(self, worker: str, run_id: str, lease_s: float) -> Claimed | None:
+        k = self.keys
+        job = run_id.split("@", 1)[0]
+        flat = self._claim(
+            {
+                "inbox": k.inbox(worker),
+                "run": k.run(run_id),
+                "running": k.running,
+                "idx_queued": k.by_status(RunStatus.QUEUED),
+                "idx_running": k.by_status(RunStatus.RUNNING),
+                "worker_hash": k.worker(worker),
+                "idx_missed": k.by_status(RunStatus.MISSED),
+                "active": k.active(job),
+                "ended_feed": k.ended,
+            },
+            {"run_id": run_id, "worker": worker, "lease_ms": int(lease_s * 1000)},
+        )
+        fields = _texts(flat)
+        if not fields:
+            return None
+        return decode_claimed(dict(zip(fields[::2], fields[1::2], strict=True)))
+
+    @guarded
+    def refuse(self, worker: str, run_id: str, job: str, reason: str) -> bool:
+        k = self.keys
+        done = self._fail_queued(
+            {
+                "inbox": k.inbox(worker),
+                "run": k.run(run_id),
+                "active": k.active(job),
+                "idx_queued": k.by_status(RunStatus.QUEUED),
+                "idx_failed": k.by_status(RunStatus.FAILED),
+                "ended_feed": k.ended,
+            },
+            {"run_id": run_id, "worker": worker, "reason": reason},
+        )
+        return bool(done)
+
+    @guarded
+    def heartbeat(
+        self,
+        worker: str,
+        lease_s: float,
+        run_id: str | None = None,
+        horse_pid: int | None = None,
+        live: tuple[int, str] | None = None,
+        info: Mapping[str, object] | None = None,
+    ) -> Heartbeat:
+        k = self.keys
+        reply = self._heartbeat(
+            {
+                "workers": k.workers,
+                "worker_hash": k.worker(worker),
+                "running": k.running,
+                "run": k.run(run_id or "-"),
+                "clock": k.clock,
+            },
+            {
+                "worker": worker,
+                "lease_ms": int(lease_s * 1000),
+                "run_id": run_id or "",
+                "horse_pid": horse_pid or "",
+                "clock_gap_ms": int(self.clock_gap_s * 1000),
+                "live_total": live[0] if live else "",
+                "live_output": live[1] if live else "",
+            },
+            arg_rest=pairs(info or {}),
+        )
+        held, kill = _flag_and_text(reply)
+        return Heartbeat(held, kill or None)
+
+    @guarded
+    def finish(
+        self,
+        worker: str,
+        run_id: str,
+        job: str,
+        status: RunStatus,
+        duration_s: float,
+        fields: Mapping[str, object],
+        retry: Retry | None = None,
+    ) -> tuple[bool, str]:
+        keys, args = self._finish_call(worker, run_id, job, status, duration_s, fields, retry)
+        return _flag_and_text(self._finish.script(keys=keys, args=args))
+
+    @guarded
+    def finish_and_take(
+        self,
+        worker: str,
+        run_id: str,
+        job: str,
+        status: RunStatus,
+        duration_s: float,
+        fields: Mapping[str, object],
+        retry: Retry | None,
+        queue: str,
+    ) -> tuple[bool, str, str | None]:
+        keys, args = self._finish_call(worker, run_id, job, status, duration_s, fields, retry)
+        pipe = self.redis.pipeline(transaction=False)
+        # EVALSHA by hand: a registered script in a pipeline costs a SCRIPT EXISTS round trip
+        # on every execute. The script is loaded only when Redis says it lacks it.
+        pipe.evalsha(self._finish.sha, len(keys), *keys, *args)
+        pipe.lmove(self.keys.queue(queue), self.keys.inbox(worker), "LEFT", "RIGHT")
+        reply, moved = pipe.execute(raise_on_error=False)
+        taken = moved if isinstance(moved, str) else None
+        try:
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                reply = self._finish.script(keys=keys, args=args)
+            elif isinstance(reply, Exception):
+                raise reply
+            recorded, current = _flag_and_text(reply)
+        except BaseException:
+            if taken is not None:
+                with contextlib.suppress(StoreError):
+                    self.give_back(worker, taken, queue)
+            raise
+        return recorded, current, taken
+
+    @guarded
+    def inbox_head(self, worker: str) -> str | None:
+        return _text(self.redis.lindex(self.keys.inbox(worker), 0))
+
+    @guarded
+    def give_back(self, worker: str, run_id: str, queue: str) -> bool:
+        k = self.keys
+        keys = {"inbox": k.inbox(worker), "queue": k.queue(queue), "run": k.run(run_id)}
+        return bool(self._requeue(keys, {"run_id": run_id}))
+
+    def _finish_call(
+        self,
+        worker: str,
+        run_id: str,
+        job: str,
+        status: RunStatus,
+        duration_s: float,
+        fields: Mapping[str, object],
+        retry: Retry | None,
+    ) -> tuple[list[str], list[Arg]]:
+        k = self.keys
+        retry_id = retry.run_id if retry else ""
+        return self._finish.slots(
+            {
+                "run": k.run(run_id),
+                "running": k.running,
+                "active": k.active(job),
+                "idx_running": k.by_status(RunStatus.RUNNING),
+                "idx_final": k.by_status(status),
+                "worker_hash": k.worker(worker),
+                **self._retry_keys(job, retry_id),
+                "ended_feed": k.ended,
+            },
+            {
+                "run_id": run_id,
+                "worker": worker,
+                "status": str(status),
+                "duration_ms": int(duration_s * 1000),
+                **_retry_args(retry),
+            },
+            arg_rest=pairs(fields),
+        )
+
+    def _retry_keys(self, job: str, retry_id: str) -> dict[str, str]:
+        k = self.keys
+        return {
+            "retry_run": k.run(retry_id or "-"),
+            "delayed": k.delayed,
+            "idx_all": k.all_runs,
+            "idx_job": k.by_job(job),
+            "idx_queued": k.by_status(RunStatus.QUEUED),
+        }
+
+    @guarded
+    def restore(self, fields: Mapping[str, object]) -> bool:
+        k = self.keys
+        run_id, job = str(fields["id"]), str(fields["job"])
+        done = self._restore(
+            {
+                "run": k.run(run_id),
+                "idx_all": k.all_runs,
+                "idx_job": k.by_job(job),
+                "idx_status": k.by_status(str(fields["status"])),
+            },
+            {"run_id": run_id, "scheduled_ms": str(fields["scheduled_for"])},
+            arg_rest=pairs(fields),
+        )
+        return bool(done)
+
+    @guarded
+    def kill(self, run_id: str, reason: str = "operator") -> str:
+        k = self.keys
+        job, queue = (_text(x) for x in self.redis.hmget(k.run(run_id), "job", "queue"))
+        if job is None:
+            raise UnknownRun(run_id)
+        before = self._kill(
+            {
+                "run": k.run(run_id),
+                "queue": k.queue(queue or DEFAULT_QUEUE),
+                "active": k.active(job),
+                "idx_queued": k.by_status(RunStatus.QUEUED),
+                "idx_killed": k.by_status(RunStatus.KILLED),
+                "delayed": k.delayed,
+                "ended_feed": k.ended,
+            },
+            {"run_id": run_id, "reason": reason},
+        )
+        return str(before)
+
+    @guarded
+    def unregister_worker(self, worker: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.zrem(self.keys.workers, worker)
+        pipe.delete(self.keys.worker(worker))
+        pipe.execute()
+
+    @guarded
+    def workers(self) -> list[dict[str, str]]:
+        now_ms = self.server_time_ms()
+        ids = _texts(self.redis.zrangebyscore(self.keys.workers, now_ms, "+inf"))
+        pipe = self.redis.pipeline()
+        for wid in ids:
+            pipe.hgetall(self.keys.worker(wid))
+        rows = [_hash(row) for row in pipe.execute()]
+        return [{"id": wid, **row} for wid, row in zip(ids, rows, strict=True)]
+
+    @guarded
+    def server_time_ms(self) -> int:
+        secs, micros = self.redis.time()
+        return int(secs) * 1000 + int(micros) // 1000
+
+    # -- recovery ------------------------------------------------------------------------
+
+    @guarded
+    def reap(
+        self, lease_s: float, reason: str = "lease expired: its worker stopped renewing it"
+    ) -> list[str]:
+        k = self.keys
+        now_ms = self.server_time_ms()
+        expired = _texts(self.redis.zrangebyscore(k.running, "-inf", now_ms))
+        lost: list[str] = []
+        for run_id in expired:
+            fields = _hash(self.redis.hgetall(k.run(run_id)))
+            job = fields.get("job", "-")
+            plan = _retry_after_loss(run_id, fields)
+            done = self._reap(
+                {
+                    "running": k.running,
+                    "run": k.run(run_id),
+                    "active": k.active(job),
+                    "idx_running": k.by_status(RunStatus.RUNNING),
+                    "idx_lost": k.by_status(RunStatus.LOST),
+                    "clock": k.clock,
+                    **self._retry_keys(job, plan.run_id if plan else ""),
+                    "ended_feed": k.ended,
+                },
+                {
+                    "run_id": run_id,
+                    "reason": reason,
+                    "clock_gap_ms": int(self.clock_gap_s * 1000),
+                    "lease_ms": int(lease_s * 1000),
+                    **_retry_args(plan),
+                },
+            )
+            if done == 1:
+                lost.append(run_id)
+        return lost
+
+    @guarded
+    def take_ended(self, count: int = 500) -> list[Run]:
+        ids = self.redis.lpop(self.keys.ended, count)
+        return self._runs(_texts(ids)) if ids else []
+
+    @guarded
+    def running_count(self) -> int:
+        return int(self.redis.zcard(self.keys.running))
+
+    @guarded
+    def promote_due(self) -> int:
+        k = self.keys
+        now_ms = self.server_time_ms()
+        due = _texts(self.redis.zrangebyscore(k.delayed, "-inf", now_ms, start=0, num=500))
+        moved = 0
+        for run_id in due:
+            queue = _text(self.redis.hget(k.run(run_id), "queue")) or DEFAULT_QUEUE
+            keys = {"delayed": k.delayed, "queue": k.queue(queue), "run": k.run(run_id)}
+            moved += int(bool(self._promote(keys, {"run_id": run_id})))
+        return moved
+
+    @guarded
+    def recover_inboxes(self) -> int:
+        k = self.keys
+        now_ms = self.server_time_ms()
+        dead = _texts(self.redis.zrangebyscore(k.workers, "-inf", now_ms))
+        requeued = 0
+        for wid in dead:
+            inbox = k.inbox(wid)
+            for run_id in _texts(self.redis.lrange(inbox, 0, -1)):
+                queue = _text(self.redis.hget(k.run(run_id), "queue")) or DEFAULT_QUEUE
+                requeued += int(self.give_back(wid, run_id, queue))
+            if not self.redis.exists(inbox):
+                self.redis.zrem(k.workers, wid)
+        return requeued
+
+    # -- history -------------------------------------------------------------------------
+
+    @guarded
+    def get_run(self, run_id: str) -> Run:
+        fields = _hash(self.redis.hgetall(self.keys.run(run_id)))
+        if not fields:
+            raise UnknownRun(run_id)
+        return decode_run(fields)
+
+    @guarded
+    def live_output(self, run_id: str) -> tuple[str, int, str]:
+        names = ("status", "live_total", "live_output", "output", "output_bytes")
+        replies = self.redis.hmget(self.keys.run(run_id), *names)
+        status, total, live, final, final_total = (_text(x) for x in replies)
+        if status is None:
+            raise UnknownRun(run_id)
+        try:
+            if status in PENDING:
+                return status, int(total or 0), live or ""
+            text = final or ""
+            return status, int(final_total or len(text.encode())), text
+        except ValueError:
+            raise StoreCorrupt("its output size is not a number", run_id) from None
+
+    @guarded
+    def raw_run(self, run_id: str) -> dict[str, str]:
+        return _hash(self.redis.hgetall(self.keys.run(run_id)))
+
+    @guarded
+    def history(
+        self,
+        *,
+        job: str | None = None,
+        statuses: Iterable[RunStatus] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        return list(
+            self.iter_history(job=job, statuses=statuses, since=since, until=until, limit=limit)
+        )
+
+    @guarded_iter
+    def iter_history(
+        self,
+        *,
+        job: str | None = None,
+        statuses: Iterable[RunStatus] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 50,
+    ) -> Iterator[Run]:
+        wanted = set(statuses)
+        k = self.keys
+        if job is not None:
+            indexes = [k.by_job(job)]
+        elif wanted:
+            indexes = [k.by_status(s) for s in sorted(wanted)]
+        else:
+            indexes = [k.all_runs]
+        high: str | int = to_ms(until) if until else "+inf"
+        low: str | int = to_ms(since) if since else "-inf"
+        streams = [self._scored_ids(index, high, low) for index in indexes]
+        merged = heapq.merge(*streams, key=lambda pair: -pair[0])
+        batch_size = 200 if limit is None else min(max(limit, 1), 500)
+        yielded = 0
+        while limit is None or yielded < limit:
+            batch = [run_id for _, run_id in itertools.islice(merged, batch_size)]
+            if not batch:
+                return
+            for run in self._runs(batch):
+                if (wanted and run.status not in wanted) or (job is not None and run.job != job):
+                    continue
+                yield run
+                yielded += 1
+                if limit is not None and yielded >= limit:
+                    return
+
+    def _scored_ids(
+        self, index: str, high: str | int, low: str | int
+    ) -> Iterator[tuple[float, str]]:
+        offset, page = 0, 100
+        while True:
+            rows = _scored(
+                self.redis.zrevrangebyscore(
+                    index, high, low, start=offset, num=page, withscores=True
+                )
+            )
+            if not rows:
+                return
+            offset += len(rows)
+            for run_id, score in rows:
+                yield score, run_id
+            page = min(page * 2, 2000)
+
+    def _runs(self, ids: Sequence[str]) -> list[Run]:
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(self.keys.run(run_id))
+        return [decode_run(row) for row in map(_hash, pipe.execute()) if row]
+
+    @guarded
+    def last_runs(self, jobs: Sequence[str]) -> dict[str, Run]:
+        pipe = self.redis.pipeline(transaction=False)
+        for name in jobs:
+            pipe.zrevrange(self.keys.by_job(name), 0, 0)
+        ids = [head[0] for head in map(_texts, pipe.execute()) if head]
+        return {run.job: run for run in self._runs(ids)}
+
+    @guarded
+    def queue_depth(self, queue: str) -> int:
+        return int(self.redis.llen(self.keys.queue(queue)))
+
+    @guarded
+    def trim(self, jobs: Iterable[str], retention: Retention) -> int:
+        k = self.keys
+        names = list(jobs)
+        cutoff = time.time() * 1000 - retention.max_age_s * 1000
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.zrange(k.by_job(name), 0, -(retention.keep_runs + 1))
+            pipe.zrangebyscore(k.by_job(name), "-inf", math.floor(cutoff))
+        replies = [_texts(reply) for reply in pipe.execute()]
+        status_keys = [k.by_status(s) for s in STATUSES]
+        pipe = self.redis.pipeline(transaction=False)
+        for i, name in enumerate(names):
+            for run_id in set(replies[2 * i]) | set(replies[2 * i + 1]):
+                keys = {"run": k.run(run_id), "idx_all": k.all_runs, "idx_job": k.by_job(name)}
+                self._drop(keys, {"run_id": run_id}, key_rest=status_keys, client=pipe)
+        return sum(int(x) for x in pipe.execute()) if len(pipe) else 0
+
+    # -- views over many runs --------------------------------------------------------------
+
+    @guarded
+    def newest_ids(
+        self,
+        jobs: Sequence[str],
+        count: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[list[str]]:
+        high: str | int = to_ms(until) if until else "+inf"
+        low: str | int = to_ms(since) if since else "-inf"
+        out: list[list[str]] = []
+        for start in range(0, len(jobs), 500):
+            keys = [self.keys.by_job(name) for name in jobs[start : start + 500]]
+            args = {"high": high, "low": low, "count": count}
+            reply = _texts(self._newest_ids({}, args, key_rest=keys))
+            out += [text.split("\n") if text else [] for text in reply]
+        return out
+
+    @guarded
+    def summaries(self, ids: Sequence[str]) -> list[RunSummary | None]:
+        out: list[RunSummary | None] = []
+        for start in range(0, len(ids), SUMMARY_BATCH):
+            keys = [self.keys.run(run_id) for run_id in ids[start : start + SUMMARY_BATCH]]
+            text = _text(self._run_rows({}, {}, key_rest=keys, arg_rest=SUMMARY_FIELDS)) or ""
+            out += [summary(row.split("\x1f")) for row in text.split("\x1e")]
+        return out
+
+    @guarded
+    def oldest_run_at(self, job: str) -> datetime | None:
+        head = _scored(self.redis.zrange(self.keys.by_job(job), 0, 0, withscores=True))
+        return from_ms(int(head[0][1])) if head else None
+
+    @guarded
+    def status_counts(self, since: datetime | None, until: datetime | None) -> dict[str, int]:
+        low: str | int = to_ms(since) if since else "-inf"
+        high: str | int = to_ms(until) if until else "+inf"
+        pipe = self.redis.pipeline(transaction=False)
+        for status in STATUSES:
+            pipe.zcount(self.keys.by_status(status), low, high)
+        counts = pipe.execute()
+        return {str(status): int(n) for status, n in zip(STATUSES, counts, strict=True)}
+
+
+def _retry_args(retry: Retry | None) -> dict[str, Arg]:
+    return {
+        "retry_id": retry.run_id if retry else "",
+        "retry_delay_ms": retry.delay_ms if retry else 0,
+        "retry_attempt": retry.attempt if retry else 0,
+    }
+
+
+def _retry_after_loss(run_id: str, fields: Mapping[str, str]) -> Retry | None:
+    """The retry a lost run earns; none when its stored policy cannot be read."""
+    try:
+        attempt = int(fields.get("attempt") or 1)
+        policy = RunPolicy.from_fields(fields)
+    except ValueError:
+        return None
+    return retry_plan(run_id, attempt, policy, RunStatus.LOST)
