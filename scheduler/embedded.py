@@ -85,7 +85,8 @@ class EmbeddedRedis:
         The state folder is locked while the server runs, so two sched processes never start
         two servers on one folder (StateDirBusy after `lock_wait_s`).
         """
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private(self.state_dir)
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
             raise EmbeddedRedisError(
                 f"state folder path too long for a unix socket ({self.socket_path}); "
@@ -160,7 +161,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_stop_with_parent,
+            preexec_fn=_server_child,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -195,9 +196,34 @@ class EmbeddedRedis:
         self.stop()
 
 
-def _stop_with_parent() -> None:
-    """In the forked child before exec: get SIGTERM (and save the AOF) if the owner dies."""
+def _server_child() -> None:
+    """In the forked child before exec: get SIGTERM (and save the AOF) if the owner dies, and
+    create every file private, whatever the umask sched was started with."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    os.umask(0o077)
+
+
+# What the server writes in the state folder: its log, dumps, the append-only file (Redis 6)
+# or folder (Redis 7), and the temporary files of rewrites.
+_SERVER_FILES = ("redis.log", "dump.rdb", "appendonly.aof", "appendonlydir", "temp-*", "lock")
+
+
+def make_private(state_dir: Path) -> None:
+    """Only the owner may read the state folder: it holds every run's output and traceback.
+
+    The folder becomes 0700 and what the server wrote there before (an older sched, another
+    umask) 0600, or 0700 for a folder; new files are private through the server's umask.
+    """
+    state_dir.chmod(0o700)
+    for pattern in _SERVER_FILES:
+        for path in state_dir.glob(pattern):
+            if path.is_symlink():
+                continue
+            path.chmod(0o700 if path.is_dir() else 0o600)
+            if path.is_dir():
+                for inner in path.iterdir():
+                    if not inner.is_symlink():
+                        inner.chmod(0o600)
 
 
 __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "StateDirBusy", "is_alive", "socket_url"]
