@@ -70,13 +70,16 @@ def hides_long() -> None:
 def new_session_tree() -> None:
     # bash in a session of its own, with two children: bash dies first, then they are
     # re-parented to whoever reaps orphans here.
-    shell = subprocess.Popen(
-        ["bash", "-c", "sleep 600 & echo left $!; sleep 601 & echo left $!; wait"],
-        start_new_session=True,
-        stdout=sys.stdout,
-    )
+    shell = subprocess.Popen(["bash", "-c", "sleep 600 & sleep 601 & wait"], start_new_session=True)
     print(f"left {shell.pid}", flush=True)
-    time.sleep(0.3)  # let bash start both
+    children: list[str] = []
+    deadline = time.monotonic() + 10
+    while len(children) < 2 and time.monotonic() < deadline:  # bash has started both
+        time.sleep(0.01)
+        with open(f"/proc/{shell.pid}/task/{shell.pid}/children") as fh:
+            children = fh.read().split()
+    for pid in children:
+        print(f"left {pid}", flush=True)
 
 
 def _chain(depth: int) -> None:
