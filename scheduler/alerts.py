@@ -45,7 +45,7 @@ LATE = "late"
 FAILURE_STATUSES = frozenset(
     {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.KILLED, RunStatus.LOST}
 )
-DEFAULT_TIMEOUT_S = 10.0
+HOOK_TIMEOUT_S = 10.0  # how long a webhook or hook command may take (not a job's timeout)
 DEFAULT_QUEUE_SIZE = 100
 
 # What a hook command gets from the worker's environment: enough to find programs and speak
@@ -124,7 +124,7 @@ class Alerter:
         *,
         global_on_failure: str | Sequence[str] | None = None,
         global_on_late: str | Sequence[str] | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float = HOOK_TIMEOUT_S,
         queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
         if not timeout_s > 0:
@@ -390,7 +390,7 @@ def from_env(
     specs: Mapping[str, JobSpec],
     *,
     environ: Mapping[str, str] | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float = HOOK_TIMEOUT_S,
 ) -> Alerter:
     """An Alerter for `specs` with the global hooks of SCHED_ON_FAILURE and SCHED_ON_LATE."""
     return Alerter(
