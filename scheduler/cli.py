@@ -513,6 +513,9 @@ def simulate(
     runs = sim.simulate(
         sim.Simulation(chosen, first, last, windows, durations_s, frozenset(failing), workers)
     )
+    import gc
+
+    gc.disable()  # what follows makes objects by the million, none in a cycle
     if as_json:
         _echo_json_array(run.as_json() for run in runs)
         return

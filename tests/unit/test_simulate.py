@@ -167,3 +167,25 @@ def test_simulated_fires_are_the_schedulers_next_fires() -> None:
     assert [r.scheduled_us for r in runs] == stepped
     assert all(r.trigger is Trigger.SCHEDULE for r in runs)
     assert timedelta(0) < end - start
+
+
+def test_run_ids_and_times_are_the_schedulers_own() -> None:
+    from scheduler.model import iso, run_id_for
+
+    jobs = [spec("x", "*/20 * * * * *", tz="Europe/Berlin"), spec("y", "0 0 L * *")]
+    runs = simulate(Simulation(jobs, at("2027-03-28T00:59Z"), at("2027-03-31T00:00:30Z")))
+    for run in runs[:200] + runs[-5:]:
+        moment = datetime.fromtimestamp(run.scheduled_us / 1e6, UTC)
+        assert run.id == run_id_for(run.job, moment)
+        assert run.as_json()["scheduled_for"] == iso(moment)
+
+
+def test_run_ids_of_an_interval_job_with_fractions() -> None:
+    from scheduler.model import run_id_for
+
+    job = JobSpec(name="fast", path="x", line=1, every_s=0.25)
+    runs = simulate(Simulation([job], at("2027-01-01T00:00Z"), at("2027-01-01T00:00:02Z")))
+    assert len(runs) == 8
+    for run in runs:
+        moment = datetime.fromtimestamp(run.scheduled_us / 1e6, UTC)
+        assert run.id == run_id_for(run.job, moment)
