@@ -302,15 +302,15 @@ class CommandOptions(TypedDict, total=False):
     """The keyword options of `command()`, and of `@job` but for `name`."""
 
     every: Annotated[
-        str | float,
+        str | float | None,
         Option(None, 'an interval instead of a cron schedule: `30`, `"30s"`, `"1h"`', "every_s"),
     ]
     tz: Annotated[
-        str,
+        str | None,
         Option(_tz, "IANA zone of the schedule", setting="tz", default="`SCHED_TZ`, else {}"),
     ]
     timeout: Annotated[
-        str | float,
+        str | float | None,
         Option(
             _duration,
             '`30`, `"90s"`, `"5m"`, `"1h30m"`; every run has one',
@@ -321,7 +321,7 @@ class CommandOptions(TypedDict, total=False):
         ),
     ]
     overlap: Annotated[
-        str,
+        str | None,
         Option(
             _choice(Overlap),
             "while an earlier run is queued or running: `skip` (recorded `skipped`), `allow`, "
@@ -330,7 +330,7 @@ class CommandOptions(TypedDict, total=False):
         ),
     ]
     catchup: Annotated[
-        str,
+        str | None,
         Option(
             _choice(Catchup),
             "fires missed while no scheduler ran: `latest` (run the newest), `none`, `all` (up "
@@ -338,10 +338,10 @@ class CommandOptions(TypedDict, total=False):
         ),
     ]
     catchup_limit: Annotated[
-        int, Option(_count(1), 'how many missed fires `catchup="all"` runs at most')
+        int | None, Option(_count(1), 'how many missed fires `catchup="all"` runs at most')
     ]
     retries: Annotated[
-        int,
+        int | None,
         Option(
             _count(0),
             "attempts after a status in `retry_on`; each attempt is its own record "
@@ -349,7 +349,7 @@ class CommandOptions(TypedDict, total=False):
         ),
     ]
     retry_backoff: Annotated[
-        str | float,
+        str | float | None,
         Option(
             _duration,
             "delay before the first retry, doubling for each next one, with jitter",
@@ -358,11 +358,11 @@ class CommandOptions(TypedDict, total=False):
         ),
     ]
     retry_on: Annotated[
-        str | list[str] | tuple[str, ...],
+        str | list[str] | tuple[str, ...] | None,
         Option(check_retry_on, "the statuses that earn a retry", show=_statuses),
     ]
     misfire_grace: Annotated[
-        str | float,
+        str | float | None,
         Option(
             _duration,
             "a scheduled run that cannot start within this of its fire time is recorded "
@@ -373,34 +373,35 @@ class CommandOptions(TypedDict, total=False):
         ),
     ]
     queue: Annotated[
-        str, Option(_name("queue='heavy'"), "which workers take it (`sched worker --queue heavy`)")
+        str | None,
+        Option(_name("queue='heavy'"), "which workers take it (`sched worker --queue heavy`)"),
     ]
     description: Annotated[
-        str,
+        str | None,
         # Not listed: `sched list --json` has "description" for the schedule in words.
         Option(check_description, "what the job is for, in words", listed=False),
     ]
     on_failure: Annotated[
-        Hook,
+        Hook | None,
         Option(
             check_hook,
             f"alert hook for a last attempt that ended failed, timed-out, killed or lost: {_HOOK}",
-            default="`SCHED_ON_FAILURE`",
+            default=f"`{ENV_ON_FAILURE}`",
             listed=False,  # a webhook URL may hold a password
         ),
     ]
     on_late: Annotated[
-        Hook,
+        Hook | None,
         Option(
             check_hook,
             "alert hook for a run not started within `misfire_grace` or running past "
             f"`expected_duration`: {_HOOK}",
-            default="`SCHED_ON_LATE`",
+            default=f"`{ENV_ON_LATE}`",
             listed=False,
         ),
     ]
     expected_duration: Annotated[
-        str | float,
+        str | float | None,
         Option(
             _duration,
             "a run still running after this is late (`on_late`)",
@@ -413,7 +414,7 @@ class CommandOptions(TypedDict, total=False):
 
 class _Named(TypedDict, total=False):
     name: Annotated[
-        str,
+        str | None,
         Option(
             None,
             "the job's name: letters, digits, `.`, `_`, `-`; unique (`command()` takes it first)",
