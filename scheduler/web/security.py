@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -157,7 +157,9 @@ class Guard:
         if not given or not hmac.compare_digest(given[0].encode(), self.token.encode()):
             return False
         rest = urlencode([(k, v) for k, v in query if k != "token"])
-        location = scope["path"] + (f"?{rest}" if rest else "")
+        # The path as sent (still percent-encoded): nothing decoded goes into a header.
+        path = scope.get("raw_path") or quote(scope["path"]).encode()
+        location = path.decode("latin-1") + (f"?{rest}" if rest else "")
         await send(
             {
                 "type": "http.response.start",

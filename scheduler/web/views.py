@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -229,7 +229,6 @@ class JobPage:
     picture: Any
     history: HistoryPage
     last_fire: datetime | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def job_page(

@@ -213,6 +213,10 @@ def test_with_a_token_every_request_needs_it(store: Store, specs: dict[str, JobS
         assert opened.headers["location"] == "/jobs/demo.tick?window=1h"
         assert token not in opened.headers["set-cookie"]
         assert client.get("/jobs/demo.tick").status_code == 200
+    with make_client(store, specs, token=token) as fresh:
+        # Nothing decoded from the URL reaches a header.
+        odd = fresh.get(f"/jobs/x%0d%0aSet-Cookie:%20a=b?token={token}")
+        assert odd.headers["location"] == "/jobs/x%0d%0aSet-Cookie:%20a=b"
 
 
 def test_login_form_checks_the_token(store: Store, specs: dict[str, JobSpec]) -> None:
