@@ -52,6 +52,11 @@ def hello():
 @job(every="2s", timeout="10s")
 def often():
     print("often")
+
+@job("0 0 1 1 *", timeout="60s")
+def slow():
+    print("slow: started", flush=True)
+    time.sleep(60)
 '''
 
 
@@ -215,6 +220,18 @@ def test_trigger_watch_read_and_pause_in_a_real_browser(
     skipped = store.history(job="web.often", statuses=[RunStatus.SKIPPED])
     assert skipped and skipped[0].reason == "paused"
     assert skipped[0].scheduled_for.timestamp() >= paused_at - 2.5
+
+    # Kill a running run from its page: the worker stops it, recorded killed by the operator.
+    page.goto(sched_run + "jobs/web.slow")
+    page.get_by_role("button", name="Run now").click()
+    slow_id = page.locator(".flash").inner_text().split("queued ", 1)[1].strip()
+    page.goto(sched_run + "runs/" + slow_id)
+    expect(page.locator("#output")).to_contain_text("slow: started", timeout=20_000)
+    page.get_by_role("button", name="Kill").click()
+    expect(page.locator(".flash")).to_contain_text("asked the worker of")
+    expect(page.locator("#run-status")).to_have_text("killed", timeout=20_000)
+    expect(page.locator("table.fields")).to_contain_text("operator")
+    assert store.get_run(slow_id).reason == "operator"
 
     _screenshots(page, sched_run, shots, "light", run_id)
     context.close()
