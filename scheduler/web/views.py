@@ -342,5 +342,5 @@ def _horse_state(run: Run | None) -> str:
     if run is None:
         return "idle"
     if run.status is RunStatus.RUNNING:
-        return "running"
+        return f"running (pid {run.pid})" if run.pid else "starting"
     return f"finishing ({run.status})"

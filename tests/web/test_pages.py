@@ -112,3 +112,10 @@ def test_overview_counts_runs_per_status_in_the_window(client: TestClient, store
     count = r'<span class="st st-failed">failed</span> <b>(\d+)</b>'
     assert re.search(count, one_hour).group(1) == "1"  # type: ignore[union-attr]
     assert re.search(count, day).group(1) == "2"  # type: ignore[union-attr]
+
+
+def test_workers_page_lists_live_workers(client: TestClient, store: Store) -> None:
+    store.heartbeat("host-a:41", 30.0, info={"host": "host-a", "pid": 41, "queues": "default,x"})
+    page = client.get("/workers").text
+    assert "host-a:41" in page and "default,x" in page and "idle" in page
+    assert "1 live" in page
