@@ -666,10 +666,8 @@ def fire_instants_us(
     fire = _next_cron(s, z, after.astimezone(z))
     for change in changes:
         # exact steps through the day after the previous change (or from `after`) ...
-        settled = fire + 86400
-        while fire <= until_s and (fire < settled or fire >= change):
-            if fire >= change:
-                break
+        settled = min(fire + 86400, change, until_s + 1)
+        while fire < settled:
             out.append(fire)
             fire = _next_cron(s, z, datetime.fromtimestamp(fire, z))
         # ... then wall times minus the period's one offset, up to the next change
