@@ -248,19 +248,27 @@ def test_a_restarted_worker_that_reuses_host_and_pid_1_does_not_strand_a_run(
     first_pid = _namespace_init(first)
     wait_for(lambda: [w for w in store.workers() if w.get("pid") == "1"], 20, "it to register")
     # Blocked on the queue: Redis moves the next run id into its inbox even while it stops.
-    time.sleep(0.3)
+    wait_for(
+        lambda: [c for c in store.redis.client_list() if c.get("cmd") == "blmove"],
+        20,
+        "it to wait on the queue",
+    )
     os.kill(first_pid, signal.SIGSTOP)
     run_id = trigger(store, "quick")
     wait_for(lambda: store.queue_depth("default") == 0, 10, "the id to be moved to its inbox")
     os.kill(first_pid, signal.SIGKILL)
     first.wait(10)
     second = _in_own_pid_namespace(cluster, "second")
-    _namespace_init(second)
+    second_pid = _namespace_init(second)
     started = time.monotonic()
-    run = final(store, run_id, 20)
-    print(f"run completed on the restarted worker after {time.monotonic() - started:.3f}s")
-    assert run.status is RunStatus.COMPLETED, run
-    assert len({w["id"] for w in store.workers()}) == 1
+    try:
+        run = final(store, run_id, 20)
+        print(f"run completed on the restarted worker after {time.monotonic() - started:.3f}s")
+        assert run.status is RunStatus.COMPLETED, run
+        assert len({w["id"] for w in store.workers()}) == 1
+    finally:
+        os.kill(second_pid, signal.SIGKILL)  # unshare(1) does not pass SIGTERM on
+        second.wait(10)
 
 
 # -- 3. the exit status is the truth -------------------------------------------------------
