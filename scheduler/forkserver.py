@@ -604,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     from scheduler.loader import load_jobs
 
     setproctitle.setproctitle(f"sched fork server (worker {args.worker})")
+    # A thread name without spaces: CPython 3.12 splits /proc/self/stat at every space and,
+    # misreading its thread count, warns on each fork that the process is multi-threaded.
+    setproctitle.setthreadtitle("sched-forksrv")
     try:
         specs = load_jobs(args.jobs)
     except DefinitionError as exc:

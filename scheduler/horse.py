@@ -72,6 +72,7 @@ def serve(
         _detach(parent)
         _redirect(out_fd)
         setproctitle.setproctitle("sched horse (ready)")
+        setproctitle.setthreadtitle("sched-horse")  # no spaces: see forkserver.main
         order = _await_order(order_fd)
         if order is None:
             os._exit(EXIT_OK)
@@ -119,6 +120,7 @@ def run(
     """
     try:
         setproctitle.setproctitle(f"sched horse {(env or {}).get('SCHED_RUN_ID', spec.name)}")
+        setproctitle.setthreadtitle("sched-horse")
         # The job gets to know its run, not the worker's Redis credentials.
         os.environ.pop("SCHED_REDIS_URL", None)
         os.environ.update(env or {})
