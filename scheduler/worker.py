@@ -292,11 +292,10 @@ class Worker:
     ) -> Outcome:
         order = horse.order_bytes(spec.name, timeout_s, env)
         try:
-            current = self._start(order)
+            current, started = self._start(order)
         except (OSError, ForkServerError) as exc:  # nothing runs
             return Outcome(RunStatus.FAILED, reason=f"no horse could be started: {exc}")
         now = time.monotonic()
-        started = now
         watch = _Watch(current.pid, current.pidfd, now + timeout_s + self.settings.grace_s)
         tail = OutputTail(self.settings.output_limit)
         log.debug(
@@ -364,8 +363,12 @@ class Worker:
             killed, left = proc.sweep(keep)
             log.warning("worker %s: killed %d leftover processes (%d left)", self.id, killed, left)
 
-    def _start(self, order: bytes) -> Horse:
-        """Hand the order to the ready horse (asked for during the last run) and return it."""
+    def _start(self, order: bytes) -> tuple[Horse, float]:
+        """Hand the order to the ready horse (asked for during the last run).
+
+        Returns the horse and the time just before the order went out: the horse arms its
+        deadline after that, so no real timeout ends before this clock says it is due.
+        """
         for attempt in range(3):
             try:
                 if attempt > 0:
@@ -375,6 +378,7 @@ class Worker:
                 log.error("worker %s: %s; starting a new one", self.id, exc)
                 self._restart_forks()
                 continue
+            sent = time.monotonic()
             try:
                 _write_all(ready.order_w, order)
             except BrokenPipeError:
@@ -384,7 +388,7 @@ class Worker:
                 continue
             finally:
                 ready.close_order()
-            return ready
+            return ready, sent
         raise OSError("three horses in a row died before taking the run")
 
     def _watch(
