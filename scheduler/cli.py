@@ -36,6 +36,7 @@ class Config:
     state_dir: Path
     namespace: str
     default_timeout: str | None
+    log_format: str = "human"
 
 
 def _fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
@@ -82,8 +83,10 @@ def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Store]:
     from scheduler.store import Store
 
     server = None
-    url = cfg.redis_url
+    url = _checked_url(cfg)
     if url is None:
+        if cfg.state_dir.exists() and not cfg.state_dir.is_dir():
+            _fail(f"--state-dir {cfg.state_dir}: is not a folder", EXIT_USAGE)
         url = embedded.socket_url(cfg.state_dir)
         if not embedded.is_alive(url):
             if not start_if_needed or not cfg.state_dir.is_dir():
@@ -104,6 +107,17 @@ def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Store]:
         store.close()
         if server is not None:
             server.stop()
+
+
+def _checked_url(cfg: Config) -> str | None:
+    """The --redis-url, refused (exit 2) when it cannot be a Redis URL."""
+    from scheduler.cli_checks import redis_url_problem
+
+    if cfg.redis_url is not None:
+        problem = redis_url_problem(cfg.redis_url)
+        if problem:
+            _fail(problem, EXIT_USAGE)
+    return cfg.redis_url
 
 
 def _open_state_dir(state_dir: Path) -> EmbeddedRedis | None:
@@ -152,43 +166,92 @@ def _parse_since(value: str | None, option: str = "--since") -> datetime | None:
 # -- the group --------------------------------------------------------------------------------
 
 
+# The options every command shares. Each is accepted before the subcommand (`sched --jobs j
+# check`) and after it (`sched check --jobs j`); after it wins. Only the group's copy reads the
+# environment, so an option given on the command line always beats a variable.
+COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--jobs",
+        {
+            "envvar": "SCHED_JOBS",
+            "default": "jobs",
+            "type": click.Path(path_type=Path),
+            "help": "Folder of job definitions.",
+        },
+    ),
+    (
+        "--redis-url",
+        {
+            "envvar": "SCHED_REDIS_URL",
+            "default": None,
+            "help": "Redis to use (redis://, rediss://, unix://, redis+sentinel://). "
+            "Default: an embedded server.",
+        },
+    ),
+    (
+        "--state-dir",
+        {
+            "envvar": "SCHED_STATE_DIR",
+            "default": ".sched",
+            "type": click.Path(path_type=Path),
+            "help": "Where the embedded Redis keeps its data.",
+        },
+    ),
+    (
+        "--namespace",
+        {
+            "envvar": "SCHED_NAMESPACE",
+            "default": "sched",
+            "help": "Key prefix, so several deployments can share one Redis.",
+        },
+    ),
+    (
+        "--default-timeout",
+        {
+            "envvar": "SCHED_DEFAULT_TIMEOUT",
+            "default": None,
+            "help": "Timeout of jobs that set none (default 1h).",
+        },
+    ),
+    (
+        "--log-format",
+        {
+            "envvar": "SCHED_LOG_FORMAT",
+            "default": "human",
+            "type": click.Choice(["human", "json"]),
+            "help": "Log lines for people, or one JSON object per line.",
+        },
+    ),
+)
+
+
+def _group_options(func: Any) -> Any:
+    for flag, settings in reversed(COMMON_OPTIONS):
+        func = click.option(flag, show_default=settings["default"] is not None, **settings)(func)
+    return func
+
+
+def _override(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A common option given after the subcommand: it replaces the group's value."""
+    if value is not None and param.name is not None:
+        setattr(ctx.ensure_object(Config), param.name.removeprefix("common_"), value)
+
+
+def _subcommand_option(flag: str, settings: dict[str, Any]) -> click.Option:
+    # Named apart from the command's own parameters (`simulate` has a JOBS argument).
+    name = "common_" + flag.removeprefix("--").replace("-", "_")
+    return click.Option(
+        [flag, name],
+        default=None,
+        type=settings.get("type"),
+        expose_value=False,
+        callback=_override,
+        help=f"{settings['help']} (Also accepted before the subcommand.)",
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option(
-    "--jobs",
-    "jobs",
-    default="jobs",
-    envvar="SCHED_JOBS",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="Folder of job definitions.",
-)
-@click.option(
-    "--redis-url",
-    envvar="SCHED_REDIS_URL",
-    default=None,
-    help="Redis to use (redis://, rediss://, unix://). Default: an embedded server.",
-)
-@click.option(
-    "--state-dir",
-    envvar="SCHED_STATE_DIR",
-    default=".sched",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="Where the embedded Redis keeps its data.",
-)
-@click.option(
-    "--namespace",
-    envvar="SCHED_NAMESPACE",
-    default="sched",
-    show_default=True,
-    help="Key prefix, so several deployments can share one Redis.",
-)
-@click.option(
-    "--default-timeout",
-    envvar="SCHED_DEFAULT_TIMEOUT",
-    default=None,
-    help="Timeout of jobs that set none (default 1h).",
-)
+@_group_options
 @click.version_option(package_name="sched", prog_name="sched")
 @click.pass_context
 def cli(
@@ -198,15 +261,19 @@ def cli(
     state_dir: Path,
     namespace: str,
     default_timeout: str | None,
+    log_format: str,
 ) -> None:
     """sched: cron for Python teams, with hard timeouts and an honest run history.
+
+    Common options (--jobs, --redis-url, --state-dir, --namespace, --default-timeout,
+    --log-format) go before or after the subcommand.
 
     \b
     Example:
       sched run                 # run the jobs in ./jobs on an embedded Redis
       sched history --limit 20  # what ran, how it ended
     """
-    ctx.obj = Config(jobs, redis_url, state_dir, namespace, default_timeout)
+    ctx.obj = Config(jobs, redis_url, state_dir, namespace, default_timeout, log_format)
 
 
 def main() -> None:
@@ -585,6 +652,72 @@ def _echo_json_array(items: Iterable[dict[str, object]]) -> None:
     out.write("\n]\n")
 
 
+def _known_jobs(cfg: Config) -> list[str]:
+    """The job names of the jobs folder, or none when it does not load (a read command still
+    works over the history then)."""
+    from scheduler.errors import DefinitionError, InvalidOption
+    from scheduler.loader import load_jobs
+
+    try:
+        return list(load_jobs(cfg.jobs))
+    except (DefinitionError, InvalidOption):
+        return []
+
+
+PREFIX_SCAN_LIMIT = 10_000
+
+
+def _resolve_run(cfg: Config, store: Store, ref: str) -> str:
+    """The run id that `ref` names: a run id, a unique prefix of one, or a job (its latest run).
+
+    An unknown name fails (exit 1) with the close job names.
+    """
+    from scheduler.cli_checks import did_you_mean
+    from scheduler.errors import UnknownRun
+
+    try:
+        return store.get_run(ref).id
+    except UnknownRun:
+        pass
+    job, at, _ = ref.partition("@")
+    if at:
+        found = [
+            run.id
+            for run in store.iter_history(job=job, limit=PREFIX_SCAN_LIMIT)
+            if run.id.startswith(ref)
+        ]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            _fail(f"{ref!r} is the start of {len(found)} run ids ({shown}); give more of it")
+    else:
+        latest = store.last_runs([job]).get(job)
+        if latest is not None:
+            return latest.id
+    known = _known_jobs(cfg)
+    if job in known:
+        _fail(f"job {job!r} has no run yet" + ("" if not at else f" matching {ref!r}"))
+    _fail(
+        f"no run or job {ref!r}{did_you_mean(job, known)}; `sched history` lists recent runs, "
+        "`sched list` the jobs"
+    )
+
+
+def _check_job_exists(cfg: Config, store: Store, job: str) -> None:
+    """`sched history nosuchjob`: say there is no such job (exit 2), rather than list nothing."""
+    from scheduler.cli_checks import did_you_mean
+
+    known = _known_jobs(cfg)
+    if job in known or store.last_runs([job]):
+        return
+    _fail(
+        f"no job {job!r} in {cfg.jobs}/ and no run of it in the history"
+        f"{did_you_mean(job, known)}; `sched list` shows the jobs",
+        EXIT_USAGE,
+    )
+
+
 # -- history ----------------------------------------------------------------------------------
 
 STATUS_CHOICE = click.Choice([str(s) for s in RunStatus])
@@ -627,7 +760,14 @@ def history(
     """
     since_at = _parse_since(since, "--since")
     until_at = _parse_since(until, "--until")
+    if since_at and until_at and until_at < since_at:
+        raise click.BadParameter(
+            f"{until!r} is before --since {since!r}: nothing can match; did you swap them?",
+            param_hint="--until",
+        )
     with _store(cfg) as store:
+        if job is not None:
+            _check_job_exists(cfg, store, job)
         runs = store.iter_history(
             job=job,
             statuses=[RunStatus(s) for s in statuses],
@@ -682,23 +822,27 @@ def _history_table(runs: list[Run], utc: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN_ID|PREFIX|JOB")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON object.")
 @_utc_option
 @click.pass_obj
 def show(cfg: Config, run_id: str, as_json: bool, utc: bool) -> None:
     """Show every field of one run, its output tail and its traceback.
 
+    The run is named by its id, a unique start of its id, or a job (its latest run).
+
     \b
     Example:
       sched show 'examples.tick@20261127T101500Z'
+      sched show examples.tick            # its latest run
+      sched show 'examples.tick@2026112'  # a unique prefix
     """
     from scheduler import display
     from scheduler.errors import UnknownRun
 
     with _store(cfg) as store:
         try:
-            run = store.get_run(run_id)
+            run = store.get_run(_resolve_run(cfg, store, run_id))
         except UnknownRun as exc:
             _fail(str(exc))
     data = run.to_json()
@@ -726,11 +870,13 @@ def show(cfg: Config, run_id: str, as_json: bool, utc: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", metavar="RUN_ID|PREFIX|JOB")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing output until the run ends.")
 @click.pass_obj
 def logs(cfg: Config, run_id: str, follow: bool) -> None:
     """Print the captured output (tail of stdout and stderr) of a run.
+
+    The run is named by its id, a unique start of its id, or a job (its latest run).
 
     With -f, a running run's output is shown as it is written (within about a second), and
     the command ends when the run does.
@@ -742,6 +888,7 @@ def logs(cfg: Config, run_id: str, follow: bool) -> None:
     from scheduler.errors import UnknownRun
 
     with _store(cfg) as store:
+        run_id = _resolve_run(cfg, store, run_id)
         try:
             status, total, text = store.live_output(run_id)
         except UnknownRun as exc:
@@ -791,7 +938,7 @@ def trigger(cfg: Config, job: str, wait: bool) -> None:
 
     specs = _load(cfg)
     if job not in specs:
-        _fail(f"no job {job!r} in {cfg.jobs}/; `sched list` shows the jobs", EXIT_USAGE)
+        _no_such_job(cfg, job, specs)
     spec = specs[job]
     now = datetime.now(UTC)
     run_id = f"{job}@manual-{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -810,20 +957,46 @@ def trigger(cfg: Config, job: str, wait: bool) -> None:
         click.echo(f"queued {run_id}")
         if not wait:
             return
-        run = _wait_final(store, run_id)
+        run = _wait_final(store, run_id, spec.queue)
     click.echo(f"{run.id}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
     if run.status is RunStatus.COMPLETED:
         sys.exit(0)
     sys.exit(run.exit_code or 1)
 
 
-def _wait_final(store: Store, run_id: str) -> Run:
+def _no_such_job(cfg: Config, job: str, specs: dict[str, JobSpec]) -> NoReturn:
+    from scheduler.cli_checks import did_you_mean
+
+    _fail(
+        f"no job {job!r} in {cfg.jobs}/{did_you_mean(job, specs)}; `sched list` shows the jobs",
+        EXIT_USAGE,
+    )
+
+
+# How long `trigger --wait` waits for a worker of the run's queue to show up (a worker
+# announces itself within a second of starting) before it gives up.
+NO_WORKER_PATIENCE_S = 3.0
+
+
+def _wait_final(store: Store, run_id: str, queue: str) -> Run:
+    """Poll until the run ends; give up (exit 1) while it is queued and no live worker serves
+    its queue, rather than wait for ever."""
     delay = 0.05
+    unserved_since: float | None = None
     while True:
         run: Run = store.get_run(run_id)
         if run.status.final:
             return run
-        time.sleep(delay)
+        if run.status is RunStatus.QUEUED and queue not in _live_queues(store):
+            unserved_since = unserved_since or time.monotonic()
+            if time.monotonic() - unserved_since >= NO_WORKER_PATIENCE_S:
+                _fail(
+                    f"no live worker serves queue {queue!r}: {run_id} stays queued until one "
+                    f"does (`sched worker --queue {queue}`, or `sched run`); not waiting"
+                )
+        else:
+            unserved_since = None
+        time.sleep(delay)  # polling the store for a person waiting at a terminal
         delay = min(delay * 1.5, 1.0)
 
 
@@ -867,7 +1040,7 @@ def pause(cfg: Config, job: str) -> None:
     """
     specs = _load(cfg)
     if job not in specs:
-        _fail(f"no job {job!r} in {cfg.jobs}/; `sched list` shows the jobs", EXIT_USAGE)
+        _no_such_job(cfg, job, specs)
     with _store(cfg) as store:
         changed = store.pause(job)
     click.echo(f"paused {job}" if changed else f"{job} was already paused")
@@ -956,14 +1129,6 @@ def _timing_options(func: Any) -> Any:
 
 
 def _metrics_option(func: Any) -> Any:
-    func = click.option(
-        "--log-format",
-        type=click.Choice(["human", "json"]),
-        default="human",
-        show_default=True,
-        envvar="SCHED_LOG_FORMAT",
-        help="Log lines for people, or one JSON object per line.",
-    )(func)
     return click.option(
         "--metrics-port",
         type=click.IntRange(0, 65535),
@@ -1049,7 +1214,7 @@ def web(cfg: Config, bind: str, read_only: bool, token: str | None) -> None:
     """
     from scheduler.web.server import WebConfigError, listen, serve
 
-    _setup_logging()
+    _setup_logging(cfg.log_format)
     specs = _load(cfg)
     settings = _web_settings(bind, read_only, token)
     try:
@@ -1068,7 +1233,13 @@ def web(cfg: Config, bind: str, read_only: bool, token: str | None) -> None:
     default=2,
     show_default=True,
     type=click.IntRange(0, 256),
-    help="Worker processes to start.",
+    help="Worker processes to start; 0: schedule only, runs wait for a `sched worker`.",
+)
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="Queue the workers serve (repeatable). Default: every queue the jobs name.",
 )
 @_timing_options
 @_metrics_option
@@ -1084,11 +1255,11 @@ def web(cfg: Config, bind: str, read_only: bool, token: str | None) -> None:
 def run(
     cfg: Config,
     n_workers: int,
+    queues: tuple[str, ...],
     grace: str,
     lease: str,
     warm_timeout: str | None,
     metrics_port: int | None,
-    log_format: str,
     web_bind: str | None,
     no_web: bool,
 ) -> None:
@@ -1101,16 +1272,16 @@ def run(
     Example:
       sched run --workers 4
     """
-    from scheduler import embedded
     from scheduler.errors import StoreError
     from scheduler.runner import Plan, Supervisor
     from scheduler.store import Store
     from scheduler.urls import mask_url
 
-    _setup_logging(log_format)
+    _setup_logging(cfg.log_format)
     specs = _load(cfg)
     _check_hooks_env()
     timings = _timings(grace, lease, warm_timeout)
+    served = _served_queues(cfg, specs, queues, n_workers)
     web_settings = None
     if not no_web:
         from scheduler.web.server import WebConfigError, claim_port
@@ -1122,13 +1293,11 @@ def run(
             web_settings = claim_port(web_settings, fall_back=web_bind is None)
         except WebConfigError as exc:
             _fail(str(exc), EXIT_USAGE)
+    _check_metrics_port(metrics_port)
     server = None
-    url = cfg.redis_url
+    url = _checked_url(cfg)
     if url is None:
-        try:
-            server = embedded.EmbeddedRedis(cfg.state_dir).start()
-        except embedded.EmbeddedRedisError as exc:
-            _fail(str(exc))
+        server = _start_embedded(cfg.state_dir)
         url = server.url
         logging.getLogger("sched").info("embedded Redis on %s (data in %s/)", url, cfg.state_dir)
     try:
@@ -1152,6 +1321,7 @@ def run(
             cfg.namespace,
             jobs=cfg.jobs,
             workers=n_workers,
+            queues=served,
             timings=timings,
             metrics_port=metrics_port,
             web=web_settings,
@@ -1165,6 +1335,73 @@ def run(
     sys.exit(code)
 
 
+def _served_queues(
+    cfg: Config, specs: dict[str, JobSpec], queues: tuple[str, ...], n_workers: int
+) -> tuple[str, ...]:
+    """The queues `sched run`'s workers serve, with a warning for each thing that will wait."""
+    from scheduler.cli_checks import queues_of, unserved_warnings
+
+    log = logging.getLogger("sched")
+    if not specs:
+        log.warning(
+            "warning: no jobs in %s/: nothing will be scheduled (add a file with @job, "
+            "or pass --jobs DIR)",
+            cfg.jobs,
+        )
+    served = tuple(queues) or queues_of(specs)
+    if n_workers == 0:
+        log.warning(
+            "--workers 0: this process only schedules; runs wait in their queues until a "
+            "`sched worker` takes them"
+        )
+        return served
+    log.info("sched: workers serve queue%s %s", "s" if len(served) > 1 else "", ", ".join(served))
+    for line in unserved_warnings(specs, served, "worker of this `sched run`"):
+        log.warning("warning: %s", line)
+    return served
+
+
+def _live_queues(store: Store) -> set[str]:
+    """Every queue some live worker serves."""
+    return {q for row in store.workers() for q in row.get("queues", "").split(",") if q}
+
+
+def _warn_unserved(store: Store, specs: dict[str, JobSpec], own: Iterable[str]) -> None:
+    """Warn about each queue of the jobs that neither this process nor a live worker serves."""
+    from scheduler.cli_checks import unserved_warnings
+
+    served = _live_queues(store) | set(own)
+    for line in unserved_warnings(specs, served, "live worker"):
+        logging.getLogger("sched").warning("warning: %s", line)
+
+
+def _start_embedded(state_dir: Path) -> EmbeddedRedis:
+    """The state folder's server for `sched run`; refused at once when another one owns it."""
+    from scheduler import embedded
+    from scheduler.cli_checks import state_dir_problem
+
+    problem = state_dir_problem(state_dir)
+    if problem:
+        _fail(problem, EXIT_USAGE)
+    try:
+        # A read command may hold the folder for a moment (its own short-lived server): wait
+        # that long, not for a `sched run` that will not go away.
+        return embedded.EmbeddedRedis(state_dir).start(lock_wait_s=2.0)
+    except embedded.EmbeddedRedisError as exc:
+        _fail(str(exc))
+
+
+def _check_metrics_port(port: int | None) -> None:
+    """A --metrics-port nothing can listen on stops the command before anything starts."""
+    from scheduler.cli_checks import port_problem
+    from scheduler.runner import METRICS_ADDR
+
+    if port is not None:
+        problem = port_problem(port, METRICS_ADDR)
+        if problem:
+            _fail(problem, EXIT_USAGE)
+
+
 @cli.command()
 @_timing_options
 @_metrics_option
@@ -1175,7 +1412,6 @@ def scheduler(
     lease: str,
     warm_timeout: str | None,
     metrics_port: int | None,
-    log_format: str,
 ) -> None:
     """Run only the scheduler loop (several may run against one Redis).
 
@@ -1185,11 +1421,13 @@ def scheduler(
     """
     from scheduler.runner import Plan, run_scheduler
 
-    _setup_logging(log_format)
+    _setup_logging(cfg.log_format)
     specs = _load(cfg)
     _check_hooks_env()
+    _check_metrics_port(metrics_port)
     with _store(cfg, start_if_needed=False) as store:
         url = store.url
+        _warn_unserved(store, specs, ())
     plan = Plan(
         specs, url, cfg.namespace, timings=_timings(grace, lease), metrics_port=metrics_port
     )
@@ -1217,7 +1455,6 @@ def worker(
     lease: str,
     warm_timeout: str | None,
     metrics_port: int | None,
-    log_format: str,
 ) -> None:
     """Run worker processes only.
 
@@ -1227,12 +1464,14 @@ def worker(
     """
     from scheduler.runner import Plan, Supervisor, run_worker
 
-    _setup_logging(log_format)
+    _setup_logging(cfg.log_format)
     specs = _load(cfg)
     _check_hooks_env()
     timings = _timings(grace, lease, warm_timeout)
+    _check_metrics_port(metrics_port)
     with _store(cfg, start_if_needed=False) as store:
         url = store.url
+        _warn_unserved(store, specs, queues)
     plan = Plan(
         specs,
         url,
@@ -1247,3 +1486,7 @@ def worker(
     if n_workers == 1 and metrics_port is None:
         sys.exit(run_worker(plan))
     sys.exit(Supervisor(plan).run())
+
+
+for _command in cli.commands.values():
+    _command.params.extend(_subcommand_option(flag, settings) for flag, settings in COMMON_OPTIONS)

@@ -1,0 +1,101 @@
+"""Checks the command line makes before it starts anything, so a user's mistake gets a clear
+message and a non-zero exit instead of a traceback or a process that restarts forever.
+
+Pure functions that return a message (or None); `cli.py` prints it and exits.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import os
+import socket
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from scheduler.model import DEFAULT_QUEUE, JobSpec
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a Redis URL, or None."""
+    scheme = urlsplit(url).scheme
+    if scheme in REDIS_SCHEMES:
+        return None
+    shown = f"{scheme}://" if scheme else "no scheme"
+    return (
+        f"--redis-url: {shown} is not a Redis URL; expected redis://host:6379/0, rediss://..., "
+        "unix:///path/redis.sock or redis+sentinel://host:26379/master"
+    )
+
+
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why the embedded Redis cannot keep its data in `state_dir`, or None.
+
+    Creates the folder (and its parents) when it is missing, as the server would.
+    """
+    if state_dir.exists() and not state_dir.is_dir():
+        return f"--state-dir {state_dir}: is not a folder; pass a folder (it is created if missing)"
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--state-dir {state_dir}: cannot create it: {exc.strerror or exc}"
+    probe = state_dir / f".write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        return f"--state-dir {state_dir}: cannot write there: {exc.strerror or exc}"
+    return None
+
+
+def port_problem(port: int, addr: str = "0.0.0.0") -> str | None:
+    """Why nothing can listen on `addr:port` (taken, not allowed), or None. Port 0 is any."""
+    if port == 0:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((addr, port))
+        except OSError as exc:
+            why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            return f"--metrics-port {port}: cannot listen on {addr}:{port}: {why}"
+    return None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`; did you mean 'examples.tick'?` when a known name is close, else ''."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def queues_of(specs: Mapping[str, JobSpec]) -> tuple[str, ...]:
+    """Every queue the jobs name, the default queue first (what `sched run` serves)."""
+    named = {spec.queue for spec in specs.values()} - {DEFAULT_QUEUE}
+    return (DEFAULT_QUEUE, *sorted(named))
+
+
+def unserved(specs: Mapping[str, JobSpec], served: Iterable[str]) -> dict[str, list[str]]:
+    """Queue -> the jobs on it, for each queue none of `served` is."""
+    taken = set(served)
+    out: dict[str, list[str]] = {}
+    for spec in specs.values():
+        if spec.queue not in taken:
+            out.setdefault(spec.queue, []).append(spec.name)
+    return out
+
+
+def unserved_warnings(specs: Mapping[str, JobSpec], served: Iterable[str], by: str) -> list[str]:
+    """`job 'x' is on queue 'heavy', which no worker serves (...)`, one per queue."""
+    lines = []
+    for queue, jobs in sorted(unserved(specs, served).items()):
+        names = ", ".join(repr(j) for j in jobs)
+        lines.append(
+            f"queue {queue!r} of job{'s' if len(jobs) > 1 else ''} {names} is served by no "
+            f"{by}: its runs will wait; start `sched worker --queue {queue}`"
+        )
+    return lines
