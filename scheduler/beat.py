@@ -22,6 +22,7 @@ from scheduler.alerts import Alerter, is_late
 from scheduler.errors import StoreUnavailable
 from scheduler.metrics import Metrics
 from scheduler.model import PENDING, Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
+from scheduler.outage import Outage
 from scheduler.policy import next_fire, run_policy
 from scheduler.store import Enqueued, Fire, FireSettings, Retention, Store, fire_settings
 
@@ -82,6 +83,7 @@ class Beat:
         self.clock = clock
         self.heap: list[tuple[datetime, str]] = []
         self.stopping = False
+        self.outage = Outage(log, "scheduler")
         self.fired = 0
         self._seen_epoch = False
         # Jobs with new runs since the last retention pass; a full pass now and then covers
@@ -124,7 +126,8 @@ class Beat:
 
     def run(self) -> None:
         """Loop until stop() is called."""
-        self.start()
+        if not self._start_when_ready():
+            return
         # The loaded schedules live as long as the process: keep them out of the collector's
         # full passes, which otherwise walk every spec (tens of ms with 100,000 of them).
         gc.collect()
@@ -143,6 +146,27 @@ class Beat:
                     self._maintain()
                     next_maintenance = now + self.settings.maintenance_every_s
             self.step()
+
+    def _start_when_ready(self) -> bool:
+        """start(), again and again while Redis cannot serve it; False if stopped meanwhile.
+
+        Starting may write (catch-up records missed fires), and each of its steps may be
+        repeated: run ids and the last-fire guard make a fire count once.
+        """
+        while not self.stopping:
+            try:
+                self.start()
+            except StoreUnavailable as exc:
+                self._pause(self.outage.failed(exc, "schedules start when it answers"))
+                continue
+            self.outage.ended()
+            return True
+        return False
+
+    def _pause(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(min(0.1, end - time.monotonic()))
 
     def _room(self) -> bool:
         """Whether the next fire is far enough away for housekeeping to run first."""
@@ -169,9 +193,9 @@ class Beat:
         except StoreUnavailable as exc:
             for item in due:
                 heapq.heappush(self.heap, item)
-            log.warning("scheduler: Redis unreachable (%s); will retry %d fires", exc, len(due))
-            time.sleep(min(1.0, self.settings.max_sleep_s * 2))
+            self._pause(self.outage.failed(exc, "due fires are kept and enqueued when it answers"))
             return
+        self.outage.ended()
         for item in following:
             heapq.heappush(self.heap, item)
 
@@ -301,7 +325,9 @@ class Beat:
             self.store.promote_due()
             self._observe()
         except StoreUnavailable as exc:
-            log.warning("scheduler: reaping skipped, Redis unreachable (%s)", exc)
+            self.outage.failed(exc, "reaping waits for it")
+            return
+        self.outage.ended()
 
     def _observe(self) -> None:
         """Feed runs that ended to metrics and alerts; look for late ones; refresh gauges."""
@@ -346,7 +372,7 @@ class Beat:
             self._to_trim = set()
             self.store.trim(jobs, self.settings.retention)
         except StoreUnavailable as exc:
-            log.warning("scheduler: maintenance skipped, Redis unreachable (%s)", exc)
+            self.outage.failed(exc, "retention waits for it")
 
 
 def _summary(

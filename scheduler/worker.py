@@ -31,6 +31,7 @@ from scheduler import horse, proc
 from scheduler.errors import StoreUnavailable
 from scheduler.forkserver import Exit, ForkServer, ForkServerError, Horse
 from scheduler.model import JobSpec, Run, RunStatus, format_seconds, iso, to_ms
+from scheduler.outage import Outage
 from scheduler.policy import Retry, retry_plan
 from scheduler.store import Claimed, Store
 
@@ -136,6 +137,7 @@ class Worker:
         # Forks the horses from the jobs folder, in a process that holds no credential.
         self.forks = ForkServer(jobs)
         self.shutdown_requests = 0
+        self.outage = Outage(log, f"worker {self.id}")
         self._next_reap = 0.0
         self._next_heartbeat = 0.0
         self._pending: list[_Report] = []
@@ -199,10 +201,11 @@ class Worker:
                 self._may_take = len(self.queues) == 1 and (max_runs is None or done + 1 < max_runs)
                 try:
                     done += self._serve_one()
+                    if not self._pending:  # a report that waits says Redis is still out
+                        self.outage.ended()
                 except StoreUnavailable as exc:
-                    log.warning("worker %s: Redis unreachable (%s); retrying", self.id, exc)
                     self._check_inbox = True
-                    self._sleep(1.0)
+                    self._sleep(self.outage.failed(exc, "runs go on, reports wait; retrying"))
         finally:
             self.forks.stop()  # it kills the ready horse (and anything else) as it goes
         self._may_take = False
@@ -224,7 +227,11 @@ class Worker:
             run_id = self.store.wait_for_run(self.id, self.queues, self.settings.idle_wait_s)
         if run_id is None:
             return 0
-        claimed = self.store.claim(self.id, run_id, self.settings.lease_s)
+        try:
+            claimed = self.store.claim(self.id, run_id, self.settings.lease_s)
+        except StoreUnavailable:
+            self._next = run_id  # asked again: a claim that went through answers again
+            raise
         if claimed is None:
             return 0
         self.execute(claimed)
@@ -481,8 +488,9 @@ class Worker:
         try:
             beat = self.store.heartbeat(self.id, self.settings.lease_s, run_id, pid, live)
         except StoreUnavailable as exc:
-            log.warning("run %s: cannot renew lease (%s); the horse keeps running", run_id, exc)
+            self.outage.failed(exc, f"run {run_id}'s horse keeps running")
             return
+        self.outage.ended()
         if live is not None:
             watch.live_sent = live[0]
         watch.pid_sent = True
@@ -560,7 +568,7 @@ class Worker:
             except StoreUnavailable as exc:
                 self._check_inbox = True  # the reply may be lost after a next id was taken
                 if not final:
-                    log.warning("run %s: report waits for Redis (%s)", report.run_id, exc)
+                    self.outage.failed(exc, f"run {report.run_id}'s report waits for it")
                     return
                 if self.cold or time.monotonic() >= give_up_at:
                     self._abandon(exc)

@@ -7,6 +7,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from scheduler.urls import mask_url
 
@@ -25,6 +27,7 @@ def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Re
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=timeout_s,
             health_check_interval=30,
+            retry=_no_retry(),
         )
     from redis.sentinel import Sentinel
 
@@ -62,9 +65,17 @@ def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Re
             db=int(path[1]) if len(path) > 1 else 0,
             decode_responses=True,
             socket_connect_timeout=connect_timeout_s,
+            retry=_no_retry(),
             **{k: v for k, v in auth.items() if v is not None},
         ),
     )
+
+
+def _no_retry() -> Retry:
+    """No retries inside redis-py: a failed call is for its caller to repeat, who knows
+    whether it may be (a BLMOVE whose reply was cut must not be sent again, or the id it moved
+    is stranded in the inbox) and keeps heartbeats within their timeout."""
+    return Retry(NoBackoff(), 0)
 
 
 def advice(exc: BaseException) -> str:

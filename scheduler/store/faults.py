@@ -31,6 +31,17 @@ RETRYABLE_REPLIES = {
     "NOPERM": "Redis refused this user access (ACL)",
     "MISCONF": "Redis cannot persist its data (MISCONF)",
 }
+# redis-py's classes for some of those replies, whose messages no longer carry the code.
+_REPLY_CLASSES = (
+    (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.OutOfMemoryError, "OOM"),
+    (redis.exceptions.MasterDownError, "MASTERDOWN"),
+    (redis.exceptions.TryAgainError, "TRYAGAIN"),
+    (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
+    (redis.exceptions.NoPermissionError, "NOPERM"),
+    (redis.exceptions.AuthenticationError, "WRONGPASS"),
+    (redis.exceptions.BusyLoadingError, "LOADING"),
+)
 # Replies that mean a record is not what the scripts expect.
 CORRUPT_REPLIES = ("WRONGTYPE",)
 
@@ -45,8 +56,9 @@ def translate(exc: BaseException) -> StoreError:
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, redis.exceptions.TimeoutError):
         return StoreUnavailable("Redis did not answer in time", text)
-    if isinstance(exc, redis.exceptions.BusyLoadingError):
-        return StoreUnavailable(RETRYABLE_REPLIES["LOADING"], text)
+    for kind, code in _REPLY_CLASSES:
+        if isinstance(exc, kind):
+            return StoreUnavailable(RETRYABLE_REPLIES[code], text)
     if isinstance(exc, redis.exceptions.ConnectionError | OSError):
         return StoreUnavailable("connection to Redis lost", text)
     if isinstance(exc, redis.exceptions.ResponseError):
@@ -77,6 +89,8 @@ def guarded(method: Callable[P, R]) -> Callable[P, R]:
             raise
         except (redis.exceptions.RedisError, OSError) as exc:
             raise translate(exc) from exc
+        except UnicodeDecodeError as exc:  # a stored value that is not UTF-8 text
+            raise StoreCorrupt(f"Redis holds a value that is not text: {exc}") from exc
 
     return wrapper
 
@@ -92,5 +106,7 @@ def guarded_iter(method: Callable[P, Iterator[R]]) -> Callable[P, Iterator[R]]:
             raise
         except (redis.exceptions.RedisError, OSError) as exc:
             raise translate(exc) from exc
+        except UnicodeDecodeError as exc:  # a stored value that is not UTF-8 text
+            raise StoreCorrupt(f"Redis holds a value that is not text: {exc}") from exc
 
     return wrapper

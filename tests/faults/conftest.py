@@ -37,11 +37,14 @@ class Cluster:
     def store(self) -> Store:
         return Store(self.url)
 
-    def start(self, name: str, jobs: str, *args: str) -> subprocess.Popen[str]:
-        """Start `sched <args>` on the jobs folder `jobs` (a folder next to this file)."""
+    def start(
+        self, name: str, jobs: str, *args: str, url: str | None = None
+    ) -> subprocess.Popen[str]:
+        """Start `sched <args>` on the jobs folder `jobs` (a folder next to this file), against
+        the cluster's Redis or `url`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
         env.update(
-            SCHED_REDIS_URL=self.url,
+            SCHED_REDIS_URL=url or self.url,
             SCHED_JOBS=str(HERE / jobs),
             SCHED_LEASE=LEASE,
             SCHED_GRACE=GRACE,

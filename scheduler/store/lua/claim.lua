@@ -1,5 +1,6 @@
 -- A worker takes a run it moved into its inbox: queued -> running, with a lease; or
--- queued -> missed when it starts later than the run's misfire_grace_s allows.
+-- queued -> missed when it starts later than the run's misfire_grace_s allows. Asked again by
+-- the worker that holds it (its reply was lost on the way), it answers again.
 -- uses: now move ended
 -- KEYS[1] inbox          the worker's inbox list
 -- KEYS[2] run            the run hash
@@ -15,7 +16,9 @@
 -- ARGV[3] lease_ms
 -- Returns the run's fields as a flat list, or {} when it is not to be run.
 redis.call('LREM', inbox, 1, run_id)
-local f = redis.call('HMGET', run, 'status', 'scheduled_for', 'misfire_grace_s', 'trigger')
+local f = redis.call('HMGET', run, 'status', 'scheduled_for', 'misfire_grace_s', 'trigger',
+  'worker')
+if f[1] == 'running' and f[5] == worker then return redis.call('HGETALL', run) end
 if f[1] ~= 'queued' then return {} end
 if f[3] and (f[4] == 'schedule' or f[4] == 'catchup') then
   local late = now - tonumber(f[2])
