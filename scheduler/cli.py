@@ -45,15 +45,10 @@ def _fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
 
 
 def _setup_logging(log_format: str = "human") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        from scheduler.display import JsonLogFormatter
+    from scheduler.cli_output import log_formatter
 
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%Y-%m-%d %H:%M:%S")
-        )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
@@ -421,11 +416,14 @@ def _utc_option(func: Any) -> Any:
 
 
 def _styled(status: RunStatus | str | None) -> str:
-    """A status, coloured on a terminal (click drops the colour elsewhere)."""
+    """A status, coloured on a terminal unless NO_COLOR is set."""
+    from scheduler.cli_output import colour_wanted
     from scheduler.display import STATUS_COLOURS
 
     if status is None:
         return "-"
+    if not colour_wanted():
+        return str(status)
     return click.style(str(status), fg=STATUS_COLOURS.get(RunStatus(status)))
 
 
@@ -442,6 +440,7 @@ def list_cmd(cfg: Config, as_json: bool, utc: bool) -> None:
       sched list --json | jq '.[] | select(.last_status == "failed")'
     """
     from scheduler import display
+    from scheduler.cli_output import fit_table, terminal_width
 
     specs = _load(cfg)
     last, paused = _last_and_paused(cfg, specs)
@@ -468,15 +467,16 @@ def list_cmd(cfg: Config, as_json: bool, utc: bool) -> None:
                 last_text,
             ]
         )
-    for line in display.table(table):
+    for line in fit_table(table, terminal_width(), shrink=1):
         click.echo(line)
 
 
 def _local_and_utc(moment: datetime, utc: bool) -> str:
     """`2026-11-27 12:35:00 CET (11:35:00Z)`: both clocks people look at; UTC only with --utc."""
     from scheduler import display
+    from scheduler.cli_output import zone_label
 
-    if utc:
+    if utc or zone_label(moment) == "UTC":  # a local zone equal to UTC is shown once
         return display.when(moment, utc=True)
     return f"{display.when(moment)} ({moment.astimezone(UTC).strftime('%H:%M:%SZ')})"
 
@@ -795,6 +795,7 @@ def _stream_json(runs: Iterator[Run], *, lines: bool) -> None:
 
 def _history_table(runs: list[Run], utc: bool) -> None:
     from scheduler import display
+    from scheduler.cli_output import fit_table, terminal_width
 
     if not runs:
         click.echo("no runs match")
@@ -809,10 +810,10 @@ def _history_table(runs: list[Run], utc: bool) -> None:
                 display.when(run.scheduled_for, utc),
                 display.human_duration(run.duration_s),
                 exit_text,
-                (run.reason or "")[:60],
+                run.reason or "",
             ]
         )
-    lines = display.table(table)
+    lines = fit_table(table, terminal_width(), shrink=len(table[0]) - 1)
     click.echo(lines[0])
     for run, line in zip(runs, lines[1:], strict=True):
         # Colour only the status word, after the columns are aligned on plain text.
@@ -838,6 +839,7 @@ def show(cfg: Config, run_id: str, as_json: bool, utc: bool) -> None:
       sched show 'examples.tick@2026112'  # a unique prefix
     """
     from scheduler import display
+    from scheduler.cli_output import when_ms
     from scheduler.errors import UnknownRun
 
     with _store(cfg) as store:
@@ -854,7 +856,7 @@ def show(cfg: Config, run_id: str, as_json: bool, utc: bool) -> None:
             continue
         moment = getattr(run, name)
         if isinstance(moment, datetime):
-            value = display.when(moment, utc)
+            value = when_ms(moment, utc)
         elif name == "duration_s":
             value = display.human_duration(run.duration_s)
         elif name == "status":
@@ -1072,12 +1074,13 @@ def workers(cfg: Config, as_json: bool) -> None:
       sched workers --json
     """
     from scheduler import display
+    from scheduler.cli_output import worker_json
     from scheduler.model import from_ms
 
     with _store(cfg, start_if_needed=False) as store:
         rows = store.workers()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([worker_json(row) for row in rows], indent=2))
         return
     if not rows:
         click.echo("no live workers")
@@ -1339,11 +1342,15 @@ def _served_queues(
     cfg: Config, specs: dict[str, JobSpec], queues: tuple[str, ...], n_workers: int
 ) -> tuple[str, ...]:
     """The queues `sched run`'s workers serve, with a warning for each thing that will wait."""
-    from scheduler.cli_checks import queues_of, unserved_warnings
+    from scheduler.cli_checks import queues_of, unserved, unserved_warnings
+    from scheduler.cli_output import log_event
 
     log = logging.getLogger("sched")
     if not specs:
-        log.warning(
+        log_event(
+            log,
+            logging.WARNING,
+            "no_jobs",
             "warning: no jobs in %s/: nothing will be scheduled (add a file with @job, "
             "or pass --jobs DIR)",
             cfg.jobs,
@@ -1356,8 +1363,9 @@ def _served_queues(
         )
         return served
     log.info("sched: workers serve queue%s %s", "s" if len(served) > 1 else "", ", ".join(served))
-    for line in unserved_warnings(specs, served, "worker of this `sched run`"):
-        log.warning("warning: %s", line)
+    for queue, line in unserved_warnings(specs, served, "worker of this `sched run`"):
+        jobs = ",".join(sorted(unserved(specs, served)[queue]))
+        log_event(log, logging.WARNING, "queue_unserved", "warning: %s", line, job=jobs)
     return served
 
 
@@ -1368,11 +1376,19 @@ def _live_queues(store: Store) -> set[str]:
 
 def _warn_unserved(store: Store, specs: dict[str, JobSpec], own: Iterable[str]) -> None:
     """Warn about each queue of the jobs that neither this process nor a live worker serves."""
-    from scheduler.cli_checks import unserved_warnings
+    from scheduler.cli_checks import unserved, unserved_warnings
+    from scheduler.cli_output import log_event
 
     served = _live_queues(store) | set(own)
-    for line in unserved_warnings(specs, served, "live worker"):
-        logging.getLogger("sched").warning("warning: %s", line)
+    for queue, line in unserved_warnings(specs, served, "live worker"):
+        log_event(
+            logging.getLogger("sched"),
+            logging.WARNING,
+            "queue_unserved",
+            "warning: %s",
+            line,
+            job=",".join(sorted(unserved(specs, served)[queue])),
+        )
 
 
 def _start_embedded(state_dir: Path) -> EmbeddedRedis:

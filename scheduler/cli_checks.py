@@ -89,13 +89,16 @@ def unserved(specs: Mapping[str, JobSpec], served: Iterable[str]) -> dict[str, l
     return out
 
 
-def unserved_warnings(specs: Mapping[str, JobSpec], served: Iterable[str], by: str) -> list[str]:
-    """`job 'x' is on queue 'heavy', which no worker serves (...)`, one per queue."""
+def unserved_warnings(
+    specs: Mapping[str, JobSpec], served: Iterable[str], by: str
+) -> list[tuple[str, str]]:
+    """(queue, `queue 'heavy' of job 'x' is served by no worker ...`), one per queue."""
     lines = []
     for queue, jobs in sorted(unserved(specs, served).items()):
         names = ", ".join(repr(j) for j in jobs)
-        lines.append(
+        text = (
             f"queue {queue!r} of job{'s' if len(jobs) > 1 else ''} {names} is served by no "
             f"{by}: its runs will wait; start `sched worker --queue {queue}`"
         )
+        lines.append((queue, text))
     return lines

@@ -345,6 +345,31 @@ def test_a_queue_nobody_serves_is_warned_about(tmp_path: Path, heavy_jobs: Path)
     assert "queue 'heavy' of job 'heavy.crunch' is served by no" in log.read_text()
 
 
+def test_json_logs_of_sched_run_carry_an_event(tmp_path: Path, heavy_jobs: Path) -> None:
+    log = tmp_path / "run.log"
+    proc = sched_process(
+        "--jobs",
+        str(heavy_jobs),
+        "run",
+        "--log-format",
+        "json",
+        "--no-web",
+        "--queue",
+        "default",
+        "--state-dir",
+        str(tmp_path / "state"),
+        log=log,
+    )
+    try:
+        wait_for(lambda: "started scheduler" in log.read_text(), 30, "the scheduler's start")
+    finally:
+        stop(proc)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert all("event" in line for line in lines)
+    warning = next(line for line in lines if line["event"] == "queue_unserved")
+    assert warning["job"] == "heavy.crunch" and warning["level"] == "warning"
+
+
 def test_trigger_wait_says_when_no_worker_serves_the_queue(
     tmp_path: Path, heavy_jobs: Path
 ) -> None:
