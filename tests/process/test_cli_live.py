@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,12 +93,12 @@ def test_kill_stops_a_running_run(
 
 
 def test_workers_lists_the_live_worker(redis_url: str, worker: subprocess.Popen[bytes]) -> None:
-    def listed() -> list[dict[str, str]] | None:
+    def listed() -> list[dict[str, Any]] | None:
         rows = json.loads(sched(redis_url, "workers", "--json").stdout or "[]")
         return rows or None
 
     rows = wait_for(listed, 10, "the worker to register")
-    assert rows[0]["pid"] == str(worker.pid) and rows[0]["queues"] == "default"
+    assert rows[0]["pid"] == worker.pid and rows[0]["queues"] == ["default"]
     table = sched(redis_url, "workers").stdout
     assert "HEARTBEAT" in table and "ago" in table
 
