@@ -101,7 +101,9 @@ def routes(store: Store, specs: Mapping[str, JobSpec]) -> list[Route]:
             raise NotFound(str(exc)) from None
 
     def workers(request: Request) -> Any:
-        return store.workers()
+        from scheduler.cli_output import worker_json
+
+        return [worker_json(row) for row in store.workers()]
 
     def document(request: Request) -> Any:
         return openapi()
@@ -216,10 +218,17 @@ FIRE_SCHEMA: dict[str, Any] = {
 
 WORKER_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "One live worker, as an element of `sched workers --json` (values as stored).",
-    "required": ["id"],
-    "properties": {"id": {"type": "string"}},
-    "additionalProperties": {"type": "string"},
+    "description": "One live worker, as an element of `sched workers --json`.",
+    "required": ["id", "host", "pid", "queues", "current", "heartbeat_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "host": _nullable("string"),
+        "pid": _nullable("integer"),
+        "queues": {"type": "array", "items": {"type": "string"}},
+        "current": _nullable("string"),
+        "heartbeat_at": _nullable("string"),
+    },
+    "additionalProperties": False,
 }
 
 ERROR_SCHEMA: dict[str, Any] = {
