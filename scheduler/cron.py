@@ -1,4 +1,4 @@
-"""Pure fire-time math: the cron grammar of crontab(5), with the DST rules of DESIGN.md.
+"""Pure fire-time math: the cron grammar of crontab(5), with the DST rules of docs/fire-times.md.
 
 Each field is read into its set of allowed values (names, ranges, steps, lists, `L`, `W`, `#`)
 here, not by croniter: croniter 6 and 7 both drop a bare `*` inside a list (`*,30` as minute
@@ -466,7 +466,7 @@ def _parse(expr: str) -> _Schedule:
         days = _days(texts[3], texts[4], texts[5])
     except _Bad as bad:
         raise CronError(expr, bad.why, expected) from None
-    # DESIGN.md: a schedule is interval-like when its minute or hour field starts with '*'.
+    # docs/fire-times.md: a schedule is interval-like when its minute or hour field starts with '*'.
     interval = texts[1].startswith("*") or texts[2].startswith("*")
     text = " ".join(expr.split())
     return _Schedule(fields, days, interval, text.lower() if text.startswith("@") else text)

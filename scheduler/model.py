@@ -1,4 +1,4 @@
-"""Data first: job specifications, run records and the enums of DESIGN.md. No I/O."""
+"""Data first: job specifications, run records and the enums of docs/runs.md. No I/O."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 
 class RunStatus(StrEnum):
-    """The status of one run; the values are the strings of DESIGN.md."""
+    """The status of one run; the values are the strings of docs/runs.md."""
 
     QUEUED = "queued"
     """Enqueued, waiting for a worker."""
@@ -153,7 +153,7 @@ def format_seconds(seconds: float) -> str:
     return "".join(parts)
 
 
-# The fields of a run record, in the order DESIGN.md lists them.
+# The fields of a run record, in the order docs/runs.md lists them.
 RUN_FIELDS = (
     "id",
     "job",
@@ -214,7 +214,7 @@ class Run:
     """The next attempt, when this one earned a retry."""
 
     def to_json(self) -> dict[str, Any]:
-        """The run as a JSON object with DESIGN.md's field names and ISO-8601 UTC times."""
+        """The run as a JSON object with docs/runs.md's field names and ISO-8601 UTC times."""
         out: dict[str, Any] = {}
         for name in RUN_FIELDS:
             value = getattr(self, name)

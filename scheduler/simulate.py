@@ -78,7 +78,7 @@ class SimRun:
         return self.given_id
 
     def as_json(self) -> dict[str, object]:
-        """The run's fields under DESIGN.md's names, times as ISO-8601 UTC."""
+        """The run's fields under docs/runs.md's names, times as ISO-8601 UTC."""
         at = self.scheduled_us
         scheduled = _iso(at)
 

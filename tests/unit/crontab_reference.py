@@ -1,4 +1,4 @@
-"""A slow, obvious reading of crontab(5) and DESIGN.md's DST rules, sharing no code with
+"""A slow, obvious reading of crontab(5) and docs/fire-times.md's DST rules, sharing no code with
 scheduler.cron: the reference that the brute-force properties compare `next_fire` with.
 
 Fields (crontab(5)): `*` is first-last; `a-b` is inclusive; `/s` after `*` or a range takes
@@ -139,7 +139,7 @@ class Crontab:
 
     @property
     def interval(self) -> bool:
-        """DESIGN.md: interval-like when the minute or hour field starts with '*'."""
+        """docs/fire-times.md: interval-like when the minute or hour field starts with '*'."""
         return self.minute.startswith("*") or self.hour.startswith("*")
 
     def day_matches(self, d: date) -> bool:
@@ -156,7 +156,7 @@ class Crontab:
 
 
 def fires(expr: str, tz: str, start: datetime, end: datetime, limit: int) -> list[datetime]:
-    """Up to `limit` fires in (start, end] by DESIGN.md's rules, oldest first."""
+    """Up to `limit` fires in (start, end] by docs/fire-times.md's rules, oldest first."""
     spec, z = Crontab.parse(expr), ZoneInfo(tz)
     unit = timedelta(seconds=1 if spec.six else 60)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""scheduler.cron against fixed instants: grammar, DST rules of DESIGN.md, intervals, catch-up.
+"""scheduler.cron against fixed instants: grammar, the DST rules of docs/fire-times.md, catch-up.
 
 Every DST case names its zone and transition. Instants are written in UTC ('...Z'); the
 comment beside each gives the local wall time it stands for.
