@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler import cron
 from scheduler.alerts import Alerter, is_late
-from scheduler.errors import StoreUnavailable
+from scheduler.errors import StoreCorrupt, StoreUnavailable
 from scheduler.metrics import Metrics
 from scheduler.model import PENDING, Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
 from scheduler.outage import Outage
@@ -195,6 +195,9 @@ class Beat:
                 heapq.heappush(self.heap, item)
             self._pause(self.outage.failed(exc, "due fires are kept and enqueued when it answers"))
             return
+        except StoreCorrupt as exc:  # e.g. a key of the wrong type: these fires cannot be kept
+            log.error("scheduler: %d due fires not enqueued: %s", len(due), exc)
+            following = [(next_fire(self.specs[name], now), name) for _, name in due]
         self.outage.ended()
         for item in following:
             heapq.heappush(self.heap, item)
@@ -327,6 +330,8 @@ class Beat:
         except StoreUnavailable as exc:
             self.outage.failed(exc, "reaping waits for it")
             return
+        except StoreCorrupt as exc:
+            log.error("scheduler: reaping stopped at data that cannot be used: %s", exc)
         self.outage.ended()
 
     def _observe(self) -> None:
@@ -373,6 +378,8 @@ class Beat:
             self.store.trim(jobs, self.settings.retention)
         except StoreUnavailable as exc:
             self.outage.failed(exc, "retention waits for it")
+        except StoreCorrupt as exc:
+            log.error("scheduler: retention stopped at data that cannot be used: %s", exc)
 
 
 def _summary(

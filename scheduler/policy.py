@@ -6,6 +6,7 @@ CLI (`sched next` and `sched list` load this, not redis or prometheus).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,9 +77,12 @@ def _number(kind: Callable[[str], T], fields: Mapping[str, str], name: str, defa
     if not raw:
         return default
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         raise ValueError(f"field {name} is {raw!r}, not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"field {name} is {raw!r}, not a finite number")
+    return value
 
 
 def run_policy(spec: JobSpec) -> RunPolicy:
@@ -100,15 +104,20 @@ class Retry:
     attempt: int
 
 
+# The longest backoff before a retry, however many attempts came before.
+MAX_RETRY_DELAY_S = 7 * 24 * 3600.0
+
+
 def retry_plan(run_id: str, attempt: int, policy: RunPolicy, status: RunStatus) -> Retry | None:
     """The retry a run earns by ending with `status`, from the policy stored on it.
 
     The delay doubles with each attempt from `retry_backoff_s`, with equal jitter (half fixed,
-    half random) so that runs failing together do not retry in lockstep.
+    half random) so that runs failing together do not retry in lockstep; it stops doubling at
+    MAX_RETRY_DELAY_S.
     """
     if attempt > policy.retries or str(status) not in policy.retry_on:
         return None
-    base = policy.retry_backoff_s * 2 ** (attempt - 1)
+    base = min(policy.retry_backoff_s * 2 ** min(max(attempt - 1, 0), 40), MAX_RETRY_DELAY_S)
     delay = base / 2 + random.uniform(0, base / 2)
     root = run_id.split("#", 1)[0]
     return Retry(f"{root}#{attempt + 1}", int(delay * 1000), attempt + 1)

@@ -28,7 +28,7 @@ from typing import Any
 import setproctitle
 
 from scheduler import horse, proc
-from scheduler.errors import StoreUnavailable
+from scheduler.errors import StoreCorrupt, StoreUnavailable
 from scheduler.forkserver import Exit, ForkServer, ForkServerError, Horse
 from scheduler.model import JobSpec, Run, RunStatus, format_seconds, iso, to_ms
 from scheduler.outage import Outage
@@ -206,6 +206,9 @@ class Worker:
                 except StoreUnavailable as exc:
                     self._check_inbox = True
                     self._sleep(self.outage.failed(exc, "runs go on, reports wait; retrying"))
+                except StoreCorrupt as exc:  # set aside by the store; the loop goes on
+                    log.error("worker %s: %s", self.id, exc)
+                    self._sleep(1.0)
         finally:
             self.forks.stop()  # it kills the ready horse (and anything else) as it goes
         self._may_take = False

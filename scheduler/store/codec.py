@@ -16,6 +16,19 @@ from scheduler.model import RUN_FIELDS, Run, RunStatus, to_ms
 from scheduler.policy import RunPolicy
 from scheduler.store.records import Claimed, FireSettings, RunSummary
 
+# How each stored field of a run is read back (see model.Run.from_fields and RunPolicy): the
+# scripts check a record against this before they change it (lua/lib/validate.lua).
+FIELD_KINDS = {
+    **dict.fromkeys(("scheduled_for", "enqueued_at", "started_at", "finished_at"), "time"),
+    **dict.fromkeys(("attempt", "exit_code", "pid", "max_rss_kb", "retries"), "int"),
+    **dict.fromkeys(
+        ("duration_s", "cpu_s", "timeout_s", "retry_backoff_s", "misfire_grace_s"), "float"
+    ),
+    **dict.fromkeys(("error", "result"), "json"),
+    "status": "status",
+    "trigger": "trigger",
+}
+
 
 def decode_run(fields: Mapping[str, str]) -> Run:
     """A stored run as a Run; StoreCorrupt naming the record and the field when it is unusable."""
@@ -104,17 +117,24 @@ SUMMARY_FIELDS = (
     "duration_s",
     "trigger",
     "attempt",
-    "reason",
+    "reason",  # free text: last (see run_rows.lua)
 )
-# Runs per SUMMARIES call: a bounded argument list and a short hold on the server.
+# Runs per run_rows call: a bounded argument list and a short hold on the server.
 SUMMARY_BATCH = 5000
 
 
-def summary(row: Sequence[str | bool | None]) -> RunSummary | None:
-    """A SUMMARIES row as a RunSummary; None for a run forgotten meanwhile."""
-    if not row or not row[0]:
+def summary(row: Sequence[str]) -> RunSummary | None:
+    """A run_rows row as a RunSummary; None for a run forgotten meanwhile or unreadable."""
+    if len(row) < len(SUMMARY_FIELDS) or not row[0]:
         return None  # the run was forgotten between the index read and this one
-    v = [None if x is False or x is True or x == "" else str(x) for x in row]
+    try:
+        return _summary(row)
+    except ValueError:
+        return None  # a record that cannot be read is left out of views
+
+
+def _summary(row: Sequence[str]) -> RunSummary:
+    v = [x or None for x in row]
     return RunSummary(
         id=str(v[0]),
         status=RunStatus(v[1] or "queued"),

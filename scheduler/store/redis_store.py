@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -47,6 +48,7 @@ from scheduler.store.records import (
 from scheduler.store.scripts import Arg
 from scheduler.urls import mask_url
 
+log = logging.getLogger("sched.store")
 STATUSES = tuple(RunStatus)
 # Fires per call of the enqueue script: a few arguments each, so a call stays far below
 # Redis's limits and holds the server for milliseconds, not seconds.
@@ -85,6 +87,14 @@ class Transition:
         """Run it (loading it first if Redis lost it: SCRIPT FLUSH, a restart, a failover)."""
         ordered_keys, ordered_args = self.slots(keys, args, key_rest, arg_rest)
         return self.script(keys=ordered_keys, args=ordered_args, client=client)
+
+
+def _status(text: str) -> RunStatus | None:
+    """A status the enqueue script replied; None for a stale fire or an unknown status."""
+    try:
+        return RunStatus(text)
+    except ValueError:
+        return None
 
 
 def _text(reply: object) -> str | None:
@@ -142,6 +152,8 @@ class RedisStore(Store):
         self._fast: redis.Redis = connect(
             url, timeout_s=self.heartbeat_timeout_s, connect_timeout_s=self.heartbeat_timeout_s
         )
+        # Records found unreadable, reported once each.
+        self._reported: set[str | None] = set()
         # Each job definition's fire settings as the enqueue script reads them.
         self._settings_args: dict[FireSettings, tuple[str, ...]] = {}
         self._enqueue = Transition(self.redis, "enqueue")
@@ -277,8 +289,7 @@ class RedisStore(Store):
             for fire, outcome in zip(rest, reply.split(" "), strict=False):
                 if outcome == "0retry":
                     break
-                status = None if outcome == "0stale" else RunStatus(outcome[1:])
-                done.append(Enqueued(fire.run_id, outcome[0] == "1", status))
+                done.append(Enqueued(fire.run_id, outcome[0] == "1", _status(outcome[1:])))
             tries = 0 if len(done) > progress else tries + 1
             if tries >= 100:
                 job = fires[len(done)].job
@@ -377,7 +388,7 @@ class RedisStore(Store):
             try:
                 out[job] = from_ms(int(ms))
             except (ValueError, OverflowError, OSError):
-                raise StoreCorrupt(f"last fire {ms!r} is not a time", job) from None
+                self._unreadable(StoreCorrupt(f"its last fire {ms[:80]!r} is not a time", job))
         return out
 
     # -- workers -------------------------------------------------------------------------
@@ -413,13 +424,25 @@ class RedisStore(Store):
                 "idx_missed": k.by_status(RunStatus.MISSED),
                 "active": k.active(job),
                 "ended_feed": k.ended,
+                "idx_failed": k.by_status(RunStatus.FAILED),
             },
             {"run_id": run_id, "worker": worker, "lease_ms": int(lease_s * 1000)},
         )
         fields = _texts(flat)
         if not fields:
             return None
-        return decode_claimed(dict(zip(fields[::2], fields[1::2], strict=True)))
+        if fields[0] == "":  # the script set the record aside: it is failed now
+            log.error(
+                "run %s: set aside as failed, its record cannot be used: %s", run_id, fields[1]
+            )
+            return None
+        try:
+            return decode_claimed(dict(zip(fields[::2], fields[1::2], strict=True)))
+        except StoreCorrupt as exc:  # passed the script's checks, but Python cannot read it
+            reason = {"reason": f"unusable record: {exc.detail}"}
+            self.finish(worker, run_id, job, RunStatus.FAILED, 0.0, reason)
+            log.error("run %s: set aside as failed, its record cannot be used: %s", run_id, exc)
+            return None
 
     @guarded
     def refuse(self, worker: str, run_id: str, job: str, reason: str) -> bool:
@@ -797,10 +820,27 @@ class RedisStore(Store):
             page = min(page * 2, 2000)
 
     def _runs(self, ids: Sequence[str]) -> list[Run]:
+        """The runs with these ids that have a record; one that cannot be read is left out."""
         pipe = self.redis.pipeline(transaction=False)
         for run_id in ids:
             pipe.hgetall(self.keys.run(run_id))
-        return [decode_run(row) for row in map(_hash, pipe.execute()) if row]
+        runs: list[Run] = []
+        for row in map(_hash, pipe.execute()):
+            if row:
+                try:
+                    runs.append(decode_run(row))
+                except StoreCorrupt as exc:
+                    self._unreadable(exc)
+        return runs
+
+    def _unreadable(self, exc: StoreCorrupt) -> None:
+        """Log a record left out of what is read, once per process."""
+        if exc.record in self._reported:
+            return
+        if len(self._reported) > 10_000:
+            self._reported.clear()
+        self._reported.add(exc.record)
+        log.error("%s; it is left out of what is read", exc)
 
     @guarded
     def last_runs(self, jobs: Sequence[str]) -> dict[str, Run]:

@@ -125,12 +125,30 @@ def _read(path: str) -> str:
     return resources.files(__package__ or "scheduler.store").joinpath("lua", path).read_text()
 
 
+def _validate() -> str:
+    """lib/validate.lua with its tables filled from codec.FIELD_KINDS and the model."""
+    from scheduler.model import RunStatus, Trigger
+    from scheduler.store.codec import FIELD_KINDS
+
+    tables = {
+        "$kinds": ", ".join(f"{name} = '{kind}'" for name, kind in sorted(FIELD_KINDS.items())),
+        "$statuses": ", ".join(f"['{s}'] = true" for s in sorted(RunStatus)),
+        "$triggers": ", ".join(f"['{t}'] = true" for t in sorted(Trigger)),
+    }
+    text = _read("lib/validate.lua").rstrip("\n")
+    for slot, value in tables.items():
+        text = text.replace(slot, value)
+    return text
+
+
 def _piece(name: str) -> str:
     if name == "pending":  # generated: the statuses a run may still leave, from the model
         members = ", ".join(f"['{status}'] = true" for status in sorted(PENDING))
         return (
             f"-- A run is pending while it may still change status.\nlocal pending = {{{members}}}"
         )
+    if name == "validate":
+        return _validate()
     return _read(f"lib/{name}.lua").rstrip("\n")
 
 

@@ -36,7 +36,8 @@ if f[1] ~= 'running' or f[2] ~= worker then
   return {0, f[1] or ''}
 end
 local duration = tonumber(duration_ms)
-redis.call('HSET', run, 'status', status, 'finished_at', tonumber(f[3]) + duration,
+local started = tonumber(f[3]) or (now - duration)
+redis.call('HSET', run, 'status', status, 'finished_at', started + duration,
   'duration_s', string.format('%.3f', duration / 1000))
 for i = fields, #ARGV, 2 do redis.call('HSET', run, ARGV[i], ARGV[i + 1]) end
 redis.call('HDEL', run, 'kill_requested', 'live_total', 'live_output')
