@@ -577,16 +577,16 @@ def simulate(
     first, last = _parse_from(start, "--from"), _parse_from(end, "--to")
     if last <= first:
         raise click.BadParameter(f"{end!r} is not after --from {start!r}", param_hint="--to")
-    runs = sim.simulate(
+    outcome = sim.simulate_fast(
         sim.Simulation(chosen, first, last, windows, durations_s, frozenset(failing), workers)
     )
     import gc
 
     gc.disable()  # what follows makes objects by the million, none in a cycle
     if as_json:
-        _echo_json_array(run.as_json() for run in runs)
+        sim.write_json(outcome, sys.stdout)
         return
-    for line in sim.describe(runs, chosen):
+    for line in sim.describe_fast(outcome, chosen):
         click.echo(line)
 
 
@@ -639,17 +639,6 @@ def _window(text: str) -> Any:
     if last <= first:
         raise click.BadParameter(f"{text!r}: the end is not after the start", param_hint="--down")
     return Window(first, last)
-
-
-def _echo_json_array(items: Iterable[dict[str, object]]) -> None:
-    """A JSON array, one object per line, written as it goes (simulations can be long)."""
-    out = sys.stdout
-    out.write("[")
-    sep = "\n"
-    for item in items:
-        out.write(sep + json.dumps(item))
-        sep = ",\n"
-    out.write("\n]\n")
 
 
 def _known_jobs(cfg: Config) -> list[str]:

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import gc
 import heapq
+import json
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import compress, count, repeat
+from operator import lt, sub
+from typing import IO
 
 from scheduler import cron
 from scheduler.model import JobSpec, RunStatus, Trigger
@@ -308,6 +312,66 @@ class _Deployment:
             self.step()
         requests.extend(self.retries)
 
+    def run_items(
+        self, job: str, items: list[list[int] | SimRun], plain: list[int]
+    ) -> list[SimRun]:
+        """`run` over one job's requests in the order they are enqueued, a list of bare
+        instants being scheduled fires of `job` each enqueued at its fire time. One that
+        meets an idle deployment, and whose run ends before the next request, goes to `plain`
+        (its fate is `alone`'s, which the caller made sure is to queue); the others become
+        runs, returned with the retries."""
+        made: list[SimRun] = []
+        for k, item in enumerate(items):
+            if isinstance(item, SimRun):
+                at = _enqueued(item)
+                self.until(at)
+                made.append(item)
+                self.enqueue(item, at)
+                self.start_waiting(at)
+                continue
+            nxt = items[k + 1] if k + 1 < len(items) else None
+            due = nxt[0] if isinstance(nxt, list) else None if nxt is None else _enqueued(nxt)
+            self.bare(job, item, due, plain, made)
+        while self.events:
+            self.step()
+        return made + self.retries
+
+    def bare(
+        self, job: str, fires: list[int], due: int | None, plain: list[int], made: list[SimRun]
+    ) -> None:
+        """The scheduled fires of `job` in `fires`, the next request due at `due`."""
+        duration = round(self.sim.duration_s.get(job, 0.0) * _US)
+        # where a run would still be going at the next fire of the list
+        short = (
+            list(compress(count(), map(lt, map(sub, fires[1:], fires), repeat(duration))))
+            if duration
+            else []
+        )
+        p, n = 0, len(fires)
+        while p < n:
+            at = fires[p]
+            self.until(at)
+            if not self.events and not self.waiting and len(self.idle) == self.sim.workers:
+                s = bisect_left(short, p)
+                q = short[s] if s < len(short) else n - 1
+                plain += fires[p:q]  # each ends by the next fire, and meets an idle deployment
+                p = q
+                if q == n - 1 and s == len(short) and (due is None or due >= fires[q] + duration):
+                    plain.append(fires[q])
+                    return
+                at = fires[p]
+            request = SimRun(job, at, Trigger.SCHEDULE, 1, RunStatus.QUEUED, at)
+            made.append(request)
+            self.enqueue(request, at)
+            self.start_waiting(at)
+            p += 1
+
+    def until(self, at: int) -> None:
+        """Runs ending and retries due before requests at `at` are judged."""
+        events = self.events
+        while events and (events[0][0], events[0][1]) <= (at, _FINISH):
+            self.step()
+
     def step(self) -> None:
         at, kind, _, run = heapq.heappop(self.events)
         if kind == _ENQUEUE:
@@ -379,6 +443,176 @@ class _Deployment:
         self.push(at + plan.delay_ms * 1000, _ENQUEUE, attempt)
 
 
+# --- the fast path ---------------------------------------------------------------------------
+#
+# Most fires of a long range meet a deployment with nothing queued, running or due: then the
+# fire's fate is the one overlap_outcome gives for no active runs (asked once per job), it
+# starts at once and ends its duration later, and when the next request comes no sooner than
+# that end the deployment is idle again for it. Such fires are kept as bare instants, not run
+# objects; every other fire takes the event loop above. `simulate` is the reference the fast
+# path is tested against (tests/unit/test_simulate.py).
+
+
+@dataclass
+class Outcome:
+    """A simulation's runs: `plain[job]` the fires that went as planned (scheduled, enqueued
+    and started at their fire time, completed `duration_us[job]` later, no DST note), oldest
+    first; `runs` every other run, ordered as `simulate` orders them."""
+
+    plain: dict[str, list[int]]
+    duration_us: dict[str, int]
+    runs: list[SimRun]
+
+    def plain_run(self, job: str, fire: int) -> SimRun:
+        end = fire + self.duration_us[job]
+        return SimRun(job, fire, Trigger.SCHEDULE, 1, RunStatus.COMPLETED, fire, fire, end)
+
+    def count(self) -> int:
+        return len(self.runs) + sum(len(fires) for fires in self.plain.values())
+
+
+def simulate_fast(sim: Simulation) -> Outcome:
+    """What `simulate` gives, with the fires that went as planned left bare."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _simulate_fast(sim)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _simulate_fast(sim: Simulation) -> Outcome:
+    if len(sim.specs) != 1:  # the bare path follows one job's requests
+        return Outcome({}, {}, simulate(sim))
+    (spec,) = sim.specs
+    alone = overlap_outcome(spec.overlap, ())
+    grace = spec.misfire_grace_s
+    bare = (
+        spec.name not in sim.failing
+        and alone.status is RunStatus.QUEUED
+        and not alone.stop
+        and not alone.drop
+        and (grace is None or grace >= 0)  # a run started at its fire is not late
+    )
+    records: list[SimRun] = []
+    items = _fire_items(spec, sim, records, bare)
+    plain: list[int] = []
+    made = _Deployment(sim).run_items(spec.name, items, plain)
+    records += made
+    records.sort(key=lambda r: (r.scheduled_us, r.job, r.attempt))
+    duration = round(sim.duration_s.get(spec.name, 0.0) * _US)
+    return Outcome({spec.name: plain}, {spec.name: duration}, records)
+
+
+def _fire_items(
+    spec: JobSpec, sim: Simulation, out: list[SimRun], bare: bool
+) -> list[list[int] | SimRun]:
+    """_fires_of's requests in the order they are enqueued, scheduled fires without a DST
+    note as lists of bare instants when `bare`."""
+    fires = cron.fire_instants_us(spec.cron, spec.every_s, spec.tz, sim.start, sim.end)
+    notes = _dst_by_fire(spec, sim.start, sim.end, fires)
+
+    def made(fire: int, trigger: Trigger, status: RunStatus, enqueued: int | None) -> SimRun:
+        run = SimRun(spec.name, fire, trigger, 1, status, enqueued)
+        run.dst = notes.get(fire, "")
+        return run
+
+    def scheduled(part: list[int]) -> list[list[int] | SimRun]:
+        if not bare:
+            return [made(f, Trigger.SCHEDULE, RunStatus.QUEUED, f) for f in part]
+        out: list[list[int] | SimRun] = []
+        k = 0
+        noted = {bisect_left(part, f) for f in notes}
+        for i in sorted(i for i in noted if i < len(part) and part[i] in notes):
+            if i > k:
+                out.append(part[k:i])
+            out.append(made(part[i], Trigger.SCHEDULE, RunStatus.QUEUED, part[i]))
+            k = i + 1
+        if k < len(part):
+            out.append(part[k:])
+        return out
+
+    mine: list[list[int] | SimRun] = []
+    i = 0
+    for lo, hi in sorted((_us(w.start), _us(w.end)) for w in sim.down):
+        j = bisect_left(fires, lo, i)
+        mine += scheduled(fires[i:j])
+        i, j = j, bisect_right(fires, hi, j)
+        missed = fires[i:j]
+        i = j
+        unseen, seen = missed[:-CATCH_UP_SCAN], missed[-CATCH_UP_SCAN:]
+        keep, dropped = catch_up_split(spec.catchup, spec.catchup_limit, seen)
+        for fire, reason in [(f, _UNSEEN) for f in unseen] + [
+            (f, missed_reason(spec.catchup)) for f in dropped
+        ]:
+            run = made(fire, Trigger.SCHEDULE, RunStatus.MISSED, None)
+            run.finished_us, run.reason = hi, reason
+            out.append(run)
+        mine += [made(f, Trigger.CATCHUP, RunStatus.QUEUED, hi) for f in keep]
+    mine += scheduled(fires[i:])
+    return mine
+
+
+_DAY_US = 86400 * _US
+_TEMPLATES = 8  # distinct days kept (each up to a day of lines)
+
+
+def _bare_json(outcome: Outcome, job: str, fires: list[int]) -> Iterator[str]:
+    """json.dumps(run.as_json()) of each plain run, joined by ",\\n", a day at a time. A day
+    whose fires are at the same times of day as one before gets that day's text with its
+    dates put in (the dates are the only part of a line that a day changes)."""
+    duration = outcome.duration_us[job]
+    quoted = json.dumps(job)
+    templates: dict[tuple[int, ...], str] = {}
+    k = 0
+    while k < len(fires):
+        day = fires[k] // _DAY_US
+        start = day * _DAY_US
+        cut = bisect_left(fires, start + _DAY_US, k)
+        part, k = fires[k:cut], cut
+        dates = (_day(day), _day(day).replace("-", ""), _day(day + 1))
+        key = tuple([fire - start for fire in part])
+        template = templates.get(key)
+        if template is not None:
+            yield template.replace("\0", dates[0]).replace("\1", dates[1]).replace("\2", dates[2])
+            continue
+        text = ",\n".join(json.dumps(outcome.plain_run(job, f).as_json()) for f in part)
+        yield text
+        # a run ends the day it starts or the next; json.dumps escapes every control character
+        if duration < _DAY_US and len(templates) < _TEMPLATES:
+            if not any(date in quoted for date in dates):
+                template = text.replace(dates[2], "\2").replace(dates[0], "\0")
+                templates[key] = template.replace(dates[1], "\1")
+
+
+def json_chunks(outcome: Outcome) -> Iterator[str]:
+    """The runs as `simulate` orders them, each as json.dumps(run.as_json()), joined by ",\n"
+    in chunks."""
+    if not outcome.plain:
+        for run in outcome.runs:
+            yield json.dumps(run.as_json())
+        return
+    ((job, fires),) = outcome.plain.items()
+    k = 0
+    for run in outcome.runs:  # a plain fire comes before a retry of the same fire
+        cut = bisect_right(fires, run.scheduled_us, k)
+        yield from _bare_json(outcome, job, fires[k:cut])
+        k = cut
+        yield json.dumps(run.as_json())
+    yield from _bare_json(outcome, job, fires[k:])
+
+
+def write_json(outcome: Outcome, out: IO[str]) -> None:
+    """A JSON array, one run object per line, written as it goes."""
+    out.write("[")
+    sep = "\n"
+    for chunk in json_chunks(outcome):
+        out.write(sep + chunk)
+        sep = ",\n"
+    out.write("\n]\n")
+
+
 # --- text ------------------------------------------------------------------------------------
 
 
@@ -447,3 +681,55 @@ def describe(runs: Sequence[SimRun], specs: Sequence[JobSpec]) -> list[str]:
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         lines.append(f"  {len(mine)} runs: {summary or 'none'}")
     return lines
+
+
+def describe_fast(outcome: Outcome, specs: Sequence[JobSpec]) -> list[str]:
+    """`describe`'s lines for what `simulate_fast` gives."""
+    lines: list[str] = []
+    for spec in specs:
+        schedule = spec.cron or f"every {spec.every_s}s"
+        lines.append(
+            f"{spec.name}  {schedule}  {spec.tz}  overlap={spec.overlap} catchup={spec.catchup}"
+        )
+        lines += _Folded(outcome, spec).lines()
+    return lines
+
+
+class _Folded:
+    """One job's lines: the plain fires (bare or not) between two other runs folded."""
+
+    def __init__(self, outcome: Outcome, spec: JobSpec) -> None:
+        self.outcome, self.spec = outcome, spec
+        self.mine = [run for run in outcome.runs if run.job == spec.name]
+        self.bare = outcome.plain.get(spec.name, [])
+        self.like = {run.scheduled_us: run for run in self.mine if _plain(run)}
+        self.fires = sorted(self.bare + list(self.like)) if self.like else self.bare
+        self.out: list[str] = []
+
+    def lines(self) -> list[str]:
+        k, fires = 0, self.fires
+        for run in self.mine:
+            if self.like.get(run.scheduled_us) is run:
+                continue
+            cut = bisect_right(fires, run.scheduled_us, k)
+            self.fold(fires[k:cut])
+            k = cut
+            self.out.append(f"  {_line(run, self.spec.tz)}")
+        self.fold(fires[k:])
+        bare = self.bare
+        counts: dict[str, int] = {str(RunStatus.COMPLETED): len(bare)} if bare else {}
+        for run in self.mine:
+            counts[str(run.status)] = counts.get(str(run.status), 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        self.out.append(f"  {len(self.mine) + len(bare)} runs: {summary or 'none'}")
+        return self.out
+
+    def fold(self, part: list[int]) -> None:
+        tz = self.spec.tz
+        if len(part) > 2:
+            first, last = _local(part[0], tz), _local(part[-1], tz)
+            self.out.append(f"  {first} .. {last}  {len(part)} fires, each completed on time")
+            return
+        for fire in part:
+            run = self.like.get(fire) or self.outcome.plain_run(self.spec.name, fire)
+            self.out.append(f"  {_line(run, tz)}")

@@ -6,11 +6,24 @@ Instants are UTC ('...Z'); comments give the Berlin wall time. Berlin springs fo
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from scheduler.model import Catchup, JobSpec, Overlap, RunStatus, Trigger
-from scheduler.simulate import SimRun, Simulation, Window, describe, simulate
+from scheduler.simulate import (
+    SimRun,
+    Simulation,
+    Window,
+    describe,
+    describe_fast,
+    simulate,
+    simulate_fast,
+    write_json,
+)
 
 
 def at(text: str) -> datetime:
@@ -189,3 +202,51 @@ def test_run_ids_of_an_interval_job_with_fractions() -> None:
     for run in runs:
         moment = datetime.fromtimestamp(run.scheduled_us / 1e6, UTC)
         assert run.id == run_id_for(run.job, moment)
+
+
+@pytest.mark.parametrize(
+    ("cron", "overlap", "catchup", "duration_s", "grace"),
+    [
+        ("* * * * *", Overlap.SKIP, Catchup.LATEST, 30.0, None),  # each run ends before the next
+        ("* * * * *", Overlap.SKIP, Catchup.ALL, 90.0, None),  # each run meets the next fire
+        ("* * * * *", Overlap.QUEUE, Catchup.ALL, 60.0, None),  # ends as the next fire comes
+        ("*/7 * * * *", Overlap.REPLACE, Catchup.ALL, 500.0, 120.0),
+        ("30 2 * * *", Overlap.ALLOW, Catchup.NONE, 0.0, None),  # in the repeated hour
+        ("*/20 * * * * *", Overlap.SKIP, Catchup.LATEST, 0.0, 0.0),
+    ],
+)
+def test_the_fast_path_gives_what_the_straightforward_one_does(
+    cron: str, overlap: Overlap, catchup: Catchup, duration_s: float, grace: float | None
+) -> None:
+    """Over Berlin's autumn DST weekend (03:00 CEST -> 02:00 CET on 2027-10-31), down over
+    the repeated hour and after it, with a duration: the same JSON and the same text."""
+    job = spec(
+        "j", cron, tz="Europe/Berlin", overlap=overlap, catchup=catchup, catchup_limit=3,
+        misfire_grace_s=grace,
+    )  # fmt: skip
+    down = [
+        Window(at("2027-10-31T02:10+02:00"), at("2027-10-31T02:40+01:00")),
+        Window(at("2027-10-31T05:00+01:00"), at("2027-10-31T05:03:30+01:00")),
+    ]
+    sim = Simulation(
+        [job], at("2027-10-29T00:00Z"), at("2027-11-03T00:00Z"), down, {"j": duration_s}
+    )
+    runs = simulate(sim)
+    fast = simulate_fast(sim)
+    assert fast.count() == len(runs)
+    out = io.StringIO()
+    write_json(fast, out)
+    assert out.getvalue() == "[\n" + ",\n".join(json.dumps(r.as_json()) for r in runs) + "\n]\n"
+    assert describe_fast(fast, [job]) == describe(runs, [job])
+    assert any(r.dst for r in runs) and any(str(r.status) != "completed" for r in runs)
+
+
+def test_the_fast_path_of_several_jobs() -> None:
+    jobs = [spec("a", "*/5 * * * *"), spec("b", "*/3 * * * *", tz="Europe/Berlin")]
+    down = [Window(at("2027-03-28T00:50Z"), at("2027-03-28T01:20Z"))]
+    sim = Simulation(jobs, at("2027-03-27T22:00Z"), at("2027-03-28T03:00Z"), down, {"a": 400})
+    runs, fast = simulate(sim), simulate_fast(sim)
+    out = io.StringIO()
+    write_json(fast, out)
+    assert out.getvalue() == "[\n" + ",\n".join(json.dumps(r.as_json()) for r in runs) + "\n]\n"
+    assert describe_fast(fast, jobs) == describe(runs, jobs)
