@@ -1273,7 +1273,6 @@ def run(
     specs = _load(cfg)
     _check_hooks_env()
     timings = _timings(grace, lease, warm_timeout)
-    served = _served_queues(cfg, specs, queues, n_workers)
     web_settings = None
     if not no_web:
         from scheduler.web.server import WebConfigError, claim_port
@@ -1300,11 +1299,14 @@ def run(
             _fail(str(exc))
         finally:
             probe.close()
+        served = _served_queues(cfg, specs, queues, n_workers)
         logging.getLogger("sched").info(
-            "sched: %d jobs from %s/, %d workers, Redis %s",
+            "sched: %d jobs from %s/, %d workers (queue%s %s), Redis %s",
             len(specs),
             cfg.jobs,
             n_workers,
+            "s" if len(served) > 1 else "",
+            ", ".join(served),
             mask_url(url),
         )
         plan = Plan(
@@ -1351,7 +1353,6 @@ def _served_queues(
             "`sched worker` takes them"
         )
         return served
-    log.info("sched: workers serve queue%s %s", "s" if len(served) > 1 else "", ", ".join(served))
     for queue, line in unserved_warnings(specs, served, "worker of this `sched run`"):
         jobs = ",".join(sorted(unserved(specs, served)[queue]))
         log_event(log, logging.WARNING, "queue_unserved", "warning: %s", line, job=jobs)

@@ -322,7 +322,7 @@ def test_sched_run_serves_every_queue_its_jobs_name(tmp_path: Path, heavy_jobs: 
         )
     finally:
         stop(proc)
-    assert "workers serve queues default, heavy" in log.read_text()
+    assert "2 workers (queues default, heavy)" in log.read_text()
 
 
 def test_a_queue_nobody_serves_is_warned_about(tmp_path: Path, heavy_jobs: Path) -> None:

@@ -284,7 +284,8 @@ def systemd_analyze(tmp_path_factory: pytest.TempPathFactory) -> str:
         [tool, "verify", "--man=no", str(control)], capture_output=True, text=True, timeout=30
     )
     if proc.returncode != 0:
-        pytest.skip(f"systemd-analyze cannot run here: {proc.stderr.strip()[:300]}")
+        last = (proc.stderr.strip().splitlines() or [""])[-1]  # a skip reason is one line
+        pytest.skip(f"systemd-analyze cannot run here: {last[:200]}")
     return tool
 
 

@@ -563,7 +563,9 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsKit:
             probe.listen("tls-probe", build, attempts=1)
             return kit
         except (ServerFailed, AssertionError) as exc:
-            tried.append(f"{binary}: {str(exc).strip()[-200:]}")
+            # One line: the server's last words, not its whole configuration dump.
+            last = (str(exc).strip().splitlines() or [""])[-1]
+            tried.append(f"{binary}: {last[:200]}")
         finally:
             probe.stop_all()
     pytest.skip("no redis-server here starts with TLS: " + " | ".join(tried or ["none found"]))
