@@ -1,9 +1,9 @@
 """Every Redis error is an outage, never a crash: OOM, READONLY, UNBLOCKED, MASTERDOWN, BUSY,
-LOADING, NOSCRIPT, a reply cut mid-way.
+NOSCRIPT, timeouts, a reply cut mid-way.
 
 Real sched processes against a redis-server of each test's own, faulted by real commands
-(CONFIG SET maxmemory, REPLICAOF, a long script from a second client, SCRIPT FLUSH, a restart
-that loads slowly) or by a proxy that cuts a reply. In each, the scheduler and the worker keep
+(CONFIG SET maxmemory, REPLICAOF, a long script from a second client, SCRIPT FLUSH, DEBUG
+SLEEP) or by a proxy that cuts a reply. In each, the scheduler and the worker keep
 running, a run in progress keeps its horse and its report reaches Redis once it accepts
 writes again, and each process logs the outage once, not once per failed call.
 """
@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import redis
 
 from scheduler.model import RunStatus
@@ -34,9 +35,21 @@ OUTAGE = re.compile(
 BACK = "Redis available again"
 
 
+_CLIENTS: list[redis.Redis] = []
+
+
 def admin(cluster: Cluster) -> redis.Redis:
     """A plain client for the test's own commands to the server (CONFIG, REPLICAOF, ...)."""
-    return redis.Redis.from_url(cluster.url, decode_responses=True, socket_timeout=10)
+    client = redis.Redis.from_url(cluster.url, decode_responses=True, socket_timeout=10)
+    _CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
 
 
 def raw(store: Store) -> RedisStore:
@@ -287,3 +300,16 @@ def test_a_reply_cut_mid_way(cluster: Cluster, tmp_path: Path) -> None:
         assert_one_outage_each(cluster, "w")
     finally:
         proxy.close()
+
+
+def test_a_stalled_server_timeouts(cluster: Cluster) -> None:
+    store = cluster.store()
+    cluster.start("w", "jobs_outage", "worker")
+    run_id = trigger(store, "steady")
+    running_horse(store, run_id)
+    stall = threading.Thread(target=lambda: admin(cluster).execute_command("DEBUG", "SLEEP", 3))
+    stall.start()  # the server answers nobody for 3 s: heartbeats (1 s) time out
+    logged_outage(cluster, "w", "did not answer in time")
+    stall.join(10)
+    finished_once(store, run_id)
+    assert_one_outage_each(cluster, "w")
