@@ -58,6 +58,9 @@ class Timings:
             grace_s=self.grace_s,
             heartbeat_s=min(1.0, self.lease_s / 5),
             reap_interval_s=min(5.0, self.lease_s / 3),
+            # An idle worker touches the Redis clock once per wait: at least twice per
+            # clock gap, or a silence just over it makes every reaper wait one more lease.
+            idle_wait_s=min(1.0, self.clock_gap_s / 2),
             warm_timeout_s=self.warm_timeout_s,
         )
 
