@@ -309,6 +309,7 @@ class RunCgroups:
         own = _own_cgroup()
         if own is None:
             return None
+        _remove_stale(own)
         # A nonce: in PID namespaces of their own, two fork servers may have the same pid.
         root = own / f"sched-fork-server-{os.getpid()}-{os.urandom(4).hex()}"
         try:
@@ -353,6 +354,23 @@ class RunCgroups:
         if own is not None:
             for root in own.glob(f"sched-fork-server-{server}-*"):
                 remove_cgroups(root)
+
+
+def _remove_stale(own: Path) -> None:
+    """Remove the empty cgroups of fork servers that were killed outright with their worker."""
+    for root in own.glob("sched-fork-server-*"):
+        try:
+            pid = int(root.name.split("-")[3])
+            os.kill(pid, 0)
+            continue  # its fork server may still be alive
+        except (IndexError, ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        if not _populated(root):
+            for path in [*root.glob("run-*"), root]:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
 
 def remove_cgroups(root: Path) -> None:

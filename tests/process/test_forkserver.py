@@ -122,3 +122,20 @@ def test_where_cgroup_v2_is_writable_each_horse_has_a_cgroup_of_its_own(
     forks.stop()
     own = _own_cgroup()
     assert own is not None and not list(own.glob(f"sched-fork-server-{server}-*"))
+
+
+def test_a_fork_server_removes_the_empty_cgroups_of_dead_ones() -> None:
+    from scheduler.forkserver import RunCgroups, _own_cgroup
+
+    probe = RunCgroups.create()
+    if probe is None:
+        pytest.skip("cgroup v2 is not writable here")
+    probe.close()
+    own = _own_cgroup()
+    assert own is not None
+    stale = own / "sched-fork-server-4194303-deadbeef"  # above any pid in use
+    (stale / "run-1").mkdir(parents=True)
+    server = ForkServer(HOSTILE)
+    server.start()
+    server.stop()
+    assert not stale.exists()
