@@ -306,7 +306,7 @@ class RunCgroups:
     @classmethod
     def create(cls) -> RunCgroups | None:
         """The cgroups of this fork server, or None where cgroup v2 cannot be written."""
-        own = _own_cgroup()
+        own = proc.own_cgroup()
         if own is None:
             return None
         _remove_stale(own)
@@ -340,6 +340,7 @@ class RunCgroups:
             while _populated(path) and time.monotonic() < deadline:
                 time.sleep(0.002)
         if not _populated(path):
+            proc.unlimit_cgroup_memory(path)  # the next run's horse sets its own limit
             self.free.append(path)  # else left aside: the sweep and `close` try again
         return _oom_kills(path) - oom_before
 
@@ -350,7 +351,7 @@ class RunCgroups:
     @staticmethod
     def left_by(server: int) -> None:
         """Remove what a fork server that was killed outright left (its worker calls this)."""
-        own = _own_cgroup()
+        own = proc.own_cgroup()
         if own is not None:
             for root in own.glob(f"sched-fork-server-{server}-*"):
                 remove_cgroups(root)
@@ -391,25 +392,6 @@ def remove_cgroups(root: Path) -> None:
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(0.005)
-
-
-def _own_cgroup() -> Path | None:
-    """The folder of this process's cgroup v2, or None without a cgroup v2 mount."""
-    try:
-        with open("/proc/self/cgroup") as fh:
-            own = next((line[3:].strip() for line in fh if line.startswith("0::")), None)
-        with open("/proc/self/mountinfo") as fh:
-            mounts = [line.split() for line in fh]
-    except OSError:
-        return None
-    for fields in mounts:
-        fstype = fields[fields.index("-") + 1]
-        if fstype == "cgroup2" and own is not None:
-            root, mountpoint = fields[3], fields[4]
-            relative = os.path.relpath(own, root) if own.startswith(root) else None
-            if relative is not None:
-                return Path(mountpoint) / relative
-    return None
 
 
 def _populated(path: Path) -> bool:

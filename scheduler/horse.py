@@ -124,6 +124,8 @@ def run(
         # The job gets to know its run, not the worker's Redis credentials.
         os.environ.pop("SCHED_REDIS_URL", None)
         os.environ.update(env or {})
+        if spec.memory_limit_bytes is not None:
+            proc.limit_memory(spec.memory_limit_bytes)
         if spec.argv is not None:
             _exec(spec.argv, timeout_s, report_fd)
         _run_function(spec, timeout_s, report_fd)

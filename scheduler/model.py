@@ -115,6 +115,7 @@ class JobSpec:
     on_late: str | tuple[str, ...] | None = field(default=None, repr=False)
     expected_duration_s: float | None = None
     retry_on: tuple[str, ...] = RETRYABLE
+    memory_limit_bytes: int | None = None
 
     @property
     def kind(self) -> str:

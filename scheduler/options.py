@@ -270,6 +270,35 @@ def _duration(option: str, value: object) -> float:
     return parse_duration(value, option=option)  # type: ignore[arg-type]
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# Below this a Python interpreter cannot even start its job.
+MIN_MEMORY_LIMIT = 32 << 20
+
+
+def _size(option: str, value: object) -> int:
+    """A memory size: bytes as an int, or `512M`, `2G`, `1.5G` (powers of 1024)."""
+    expected = "a size such as `512M` or `2G` (K, M, G, T are powers of 1024), at least 32M"
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif match:
+        size = int(float(match[1]) * _SIZE_UNITS[match[2].upper()])
+    else:
+        raise InvalidOption(option, value, "not a size", expected)
+    if size < MIN_MEMORY_LIMIT:
+        raise InvalidOption(option, value, "too small for a run to start", expected)
+    return size
+
+
+def format_size(size: int) -> str:
+    """A size as people write it: 536870912 -> '512M'."""
+    for unit in ("T", "G", "M", "K"):
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
 def _choice(choices: type[StrEnum]) -> Check:
     return lambda option, value: check_choice(option, value, choices)
 
@@ -408,6 +437,17 @@ class CommandOptions(TypedDict, total=False):
             "expected_duration_s",
             default="none",
             show=format_seconds,
+        ),
+    ]
+    memory_limit: Annotated[
+        str | int | None,
+        Option(
+            _size,
+            "the most memory one run may allocate: `512M`, `2G` (the horse's data limit, "
+            "and its cgroup's `memory.max` where the memory controller is enabled)",
+            "memory_limit_bytes",
+            default="none",
+            show=format_size,
         ),
     ]
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import signal
 import time
 from collections.abc import Collection
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -120,3 +122,48 @@ def _is_zombie(pid: int) -> bool:
     except OSError:
         return True  # gone already
     return stat[stat.rindex(")") + 2] in "ZX"
+
+
+def own_cgroup() -> Path | None:
+    """The folder of this process's cgroup v2, or None without a cgroup v2 mount."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            own = next((line[3:].strip() for line in fh if line.startswith("0::")), None)
+        with open("/proc/self/mountinfo") as fh:
+            mounts = [line.split() for line in fh]
+    except OSError:
+        return None
+    for fields in mounts:
+        fstype = fields[fields.index("-") + 1]
+        if fstype == "cgroup2" and own is not None:
+            root, mountpoint = fields[3], fields[4]
+            relative = os.path.relpath(own, root) if own.startswith(root) else None
+            if relative is not None:
+                return Path(mountpoint) / relative
+    return None
+
+
+def limit_memory(limit: int) -> bool:
+    """Cap what this process (and what it execs or forks) may allocate at `limit` bytes.
+
+    RLIMIT_DATA holds everywhere: past it an allocation fails (Python raises MemoryError).
+    Where this process sits in a cgroup of its own with the memory controller enabled, its
+    `memory.max` is set too, so the kernel's OOM killer ends the run (recorded `killed`,
+    reason `oom`). True when the cgroup limit was set as well.
+    """
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    own = own_cgroup()
+    if own is None or not own.name.startswith("run-"):
+        return False  # not in a run cgroup of our own: never limit a shared cgroup
+    try:
+        (own / "memory.max").write_text(str(limit))
+    except OSError:
+        return False
+    return True
+
+
+def unlimit_cgroup_memory(path: Path) -> None:
+    """Lift a run's `memory.max` from a cgroup that another run will reuse."""
+    with contextlib.suppress(OSError):
+        if (path / "memory.max").exists():
+            (path / "memory.max").write_text("max")

@@ -31,6 +31,7 @@ from scheduler import horse, proc
 from scheduler.errors import StoreCorrupt, StoreUnavailable
 from scheduler.forkserver import Exit, ForkServer, ForkServerError, Horse
 from scheduler.model import JobSpec, Run, RunStatus, format_seconds, iso, to_ms
+from scheduler.options import format_size
 from scheduler.outage import Outage
 from scheduler.policy import Retry, retry_plan
 from scheduler.store import Claimed, Store
@@ -719,7 +720,11 @@ def classify(
         report = None  # a timeout the clock did not see: the exit code alone
     if report is None:
         return _without_report(spec, code, deadline_passed)
-    return _by_report(report, code, timeout_s)
+    outcome = _by_report(report, code, timeout_s)
+    if spec.memory_limit_bytes is not None and (outcome.error or {}).get("type") == "MemoryError":
+        limit = format_size(spec.memory_limit_bytes)
+        outcome.reason = f"memory limit {limit} reached: {outcome.reason}"
+    return outcome
 
 
 # Which report outcomes each exit code of the horse can carry (horse.py).

@@ -103,7 +103,8 @@ def test_closing_the_socket_kills_the_whole_tree(forks: ForkServer) -> None:
 def test_where_cgroup_v2_is_writable_each_horse_has_a_cgroup_of_its_own(
     forks: ForkServer,
 ) -> None:
-    from scheduler.forkserver import RunCgroups, _own_cgroup
+    from scheduler.forkserver import RunCgroups
+    from scheduler.proc import own_cgroup
 
     probe = RunCgroups.create()
     if probe is None:
@@ -120,18 +121,19 @@ def test_where_cgroup_v2_is_writable_each_horse_has_a_cgroup_of_its_own(
     assert ended is not None and ended.status == 9 and ended.left == 0
     server = forks.pid
     forks.stop()
-    own = _own_cgroup()
+    own = own_cgroup()
     assert own is not None and not list(own.glob(f"sched-fork-server-{server}-*"))
 
 
 def test_a_fork_server_removes_the_empty_cgroups_of_dead_ones() -> None:
-    from scheduler.forkserver import RunCgroups, _own_cgroup
+    from scheduler.forkserver import RunCgroups
+    from scheduler.proc import own_cgroup
 
     probe = RunCgroups.create()
     if probe is None:
         pytest.skip("cgroup v2 is not writable here")
     probe.close()
-    own = _own_cgroup()
+    own = own_cgroup()
     assert own is not None
     stale = own / "sched-fork-server-4194303-deadbeef"  # above any pid in use
     (stale / "run-1").mkdir(parents=True)

@@ -833,3 +833,29 @@ def test_sched_list_rows_carry_every_listed_option() -> None:
     row = _list_row(spec, None, False, datetime(2026, 11, 27, tzinfo=UTC))
     assert {k: row[k] for k in options.listed_schema()} == options.listed(spec)
     assert (row["catchup_limit"], row["retry_backoff_s"]) == (5, 90.0)  # not listed before
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("512M", 512 << 20),
+        ("2G", 2 << 30),
+        ("1.5G", 3 << 29),
+        ("64MiB", 64 << 20),
+        (1 << 30, 1 << 30),
+    ],
+)
+def test_memory_limit_takes_sizes(value: object, size: int) -> None:
+    spec = command("sized", "@daily", ["true"], memory_limit=value)  # type: ignore[arg-type]
+    assert spec is not None and spec.memory_limit_bytes == size
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("lots", "not a size"), ("1M", "too small for a run to start"), (True, "not a size")],
+)
+def test_memory_limit_says_what_a_size_is(value: object, why: str) -> None:
+    with pytest.raises(DefinitionError) as info:
+        command("sized", "@daily", ["true"], memory_limit=value)  # type: ignore[arg-type]
+    assert f"invalid memory_limit {value!r}: {why}" in info.value.problems[0].message
+    assert "\n  expected a size such as `512M` or `2G`" in str(info.value)
