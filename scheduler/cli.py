@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds, iso
+from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds
 
 if TYPE_CHECKING:  # the store (and redis) is imported only by the commands that use it
     from scheduler.embedded import EmbeddedRedis
@@ -342,17 +341,13 @@ def next_cmd(
       sched next "30 1 * * *" --tz America/New_York --from 2025-11-01T12:00Z -n 3
       sched next backup.nightly --tz Asia/Tokyo
     """
-    from scheduler import cron, policy
 
     spec = _spec_for(cfg, expr_or_job, tz)
     after = _parse_from(start)
     shown = tz or spec.tz
-    zone = cron.zone(shown)
-    rows = []
-    for _ in range(count):
-        after = policy.next_fire(spec, after)
-        row = {"job": spec.name, "at": iso(after), "local": after.astimezone(zone).isoformat()}
-        rows.append(row | {"tz": shown, "job_tz": spec.tz})
+    from scheduler import cli_output
+
+    rows = cli_output.next_rows(spec, after, count, tz)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -444,9 +439,12 @@ def list_cmd(cfg: Config, as_json: bool, utc: bool) -> None:
 
     specs = _load(cfg)
     last, paused = _last_and_paused(cfg, specs)
+    from scheduler import cli_output
+
     now = datetime.now(UTC)
     rows = [
-        _list_row(spec, last.get(spec.name), spec.name in paused, now) for spec in specs.values()
+        cli_output.list_row(spec, last.get(spec.name), spec.name in paused, now)
+        for spec in specs.values()
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -501,26 +499,6 @@ def _last_and_paused(cfg: Config, specs: dict[str, JobSpec]) -> tuple[dict[str, 
         return {}, set()  # it went away meanwhile: the definitions still list
     finally:
         store.close()
-
-
-def _list_row(spec: JobSpec, run: Run | None, paused: bool, now: datetime) -> dict[str, Any]:
-    from scheduler import cron, display, options, policy
-
-    nxt = policy.next_fire(spec, now) if (spec.cron or spec.every_s) else None
-    return {
-        "job": spec.name,
-        "kind": spec.kind,
-        "schedule": spec.schedule,
-        "description": display.describe_schedule(spec),
-        **options.listed(spec),  # tz, timeout_s, overlap, ...: every listed option
-        "where": spec.where,
-        "paused": paused,
-        "next_fire": iso(nxt) if nxt else None,
-        "next_fire_local": nxt.astimezone(cron.zone(spec.tz)).isoformat() if nxt else None,
-        "last_status": str(run.status) if run else None,
-        "last_run": run.id if run else None,
-        "last_run_at": iso(run.scheduled_for) if run else None,
-    }
 
 
 @cli.command()
@@ -924,27 +902,14 @@ def trigger(cfg: Config, job: str, wait: bool) -> None:
     Example:
       sched trigger examples.tick --wait
     """
-    from scheduler.model import Overlap, Trigger
-    from scheduler.policy import run_policy
+    from scheduler import actions
 
     specs = _load(cfg)
     if job not in specs:
         _no_such_job(cfg, job, specs)
     spec = specs[job]
-    now = datetime.now(UTC)
-    run_id = f"{job}@manual-{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with _store(cfg, start_if_needed=False) as store:
-        store.enqueue(
-            run_id=run_id,
-            job=job,
-            scheduled_for=now,
-            queue=spec.queue,
-            overlap=Overlap.ALLOW,
-            trigger=Trigger.MANUAL,
-            timeout_s=spec.timeout_s,
-            advance_last_fire=False,
-            policy=run_policy(spec),
-        )
+        run_id = actions.trigger(store, spec)
         click.echo(f"queued {run_id}")
         if not wait:
             return

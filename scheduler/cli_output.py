@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from scheduler.model import from_ms, iso
+from scheduler.model import JobSpec, Run, from_ms, iso
 
 WORKER_FIELDS = ("id", "host", "pid", "queues", "current", "heartbeat_at")
 """The keys of a worker object (`sched workers --json`), in order."""
@@ -159,3 +159,40 @@ def log_formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return _json_log_formatter()
     return logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
+def list_row(spec: JobSpec, run: Run | None, paused: bool, now: datetime) -> dict[str, Any]:
+    """`sched list --json`: one job, its last run and its next fire."""
+    from scheduler import cron, display, options, policy
+
+    nxt = policy.next_fire(spec, now) if (spec.cron or spec.every_s) else None
+    return {
+        "job": spec.name,
+        "kind": spec.kind,
+        "schedule": spec.schedule,
+        "description": display.describe_schedule(spec),
+        **options.listed(spec),  # tz, timeout_s, overlap, ...: every listed option
+        "where": spec.where,
+        "paused": paused,
+        "next_fire": iso(nxt) if nxt else None,
+        "next_fire_local": nxt.astimezone(cron.zone(spec.tz)).isoformat() if nxt else None,
+        "last_status": str(run.status) if run else None,
+        "last_run": run.id if run else None,
+        "last_run_at": iso(run.scheduled_for) if run else None,
+    }
+
+
+def next_rows(
+    spec: JobSpec, after: datetime, count: int, tz: str | None = None
+) -> list[dict[str, Any]]:
+    """`sched next JOB --json [--tz Z]`: the job's zone decides the times, `tz` shows them."""
+    from scheduler import cron, policy
+
+    shown = tz or spec.tz
+    zone = cron.zone(shown)
+    rows = []
+    for _ in range(count):
+        after = policy.next_fire(spec, after)
+        row = {"job": spec.name, "at": iso(after), "local": after.astimezone(zone).isoformat()}
+        rows.append(row | {"tz": shown, "job_tz": spec.tz})
+    return rows

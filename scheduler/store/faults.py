@@ -78,6 +78,18 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _as_store_error(exc: Exception) -> StoreError | None:
+    """The package's error for what a store method raised (None: it already is one, or it is
+    a bug to let out as it is)."""
+    if isinstance(exc, StoreError):
+        return None
+    if isinstance(exc, redis.exceptions.RedisError | OSError):
+        return translate(exc)
+    if isinstance(exc, UnicodeDecodeError):  # a stored value that is not UTF-8 text
+        return StoreCorrupt(f"Redis holds a value that is not text: {exc}")
+    return None
+
+
 def guarded(method: Callable[P, R]) -> Callable[P, R]:
     """Let only StoreUnavailable / StoreCorrupt (and UnknownRun) out of a store method."""
 
@@ -85,12 +97,11 @@ def guarded(method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
-        except StoreError:
-            raise
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise translate(exc) from exc
-        except UnicodeDecodeError as exc:  # a stored value that is not UTF-8 text
-            raise StoreCorrupt(f"Redis holds a value that is not text: {exc}") from exc
+        except Exception as exc:
+            error = _as_store_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     return wrapper
 
@@ -102,11 +113,10 @@ def guarded_iter(method: Callable[P, Iterator[R]]) -> Callable[P, Iterator[R]]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
         try:
             yield from method(*args, **kwargs)
-        except StoreError:
-            raise
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise translate(exc) from exc
-        except UnicodeDecodeError as exc:  # a stored value that is not UTF-8 text
-            raise StoreCorrupt(f"Redis holds a value that is not text: {exc}") from exc
+        except Exception as exc:
+            error = _as_store_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     return wrapper

@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from scheduler import cron, policy
+from scheduler import cli_output
 from scheduler.errors import StoreError, UnknownRun
-from scheduler.model import JobSpec, RunStatus, iso
+from scheduler.model import JobSpec, RunStatus
 from scheduler.options import listed_schema
 from scheduler.store import Store
 from scheduler.web.inputs import BadInput, parse_limit, parse_statuses, parse_when, parse_zone
@@ -38,26 +38,10 @@ class NotFound(LookupError):
 
 def list_rows(store: Store, specs: Mapping[str, JobSpec]) -> list[dict[str, Any]]:
     """`sched list --json`."""
-    from scheduler.cli import _list_row
-
     last = store.last_runs(list(specs))
     paused = store.paused_jobs()
     now = datetime.now(UTC)
-    return [_list_row(s, last.get(s.name), s.name in paused, now) for s in specs.values()]
-
-
-def next_rows(
-    spec: JobSpec, after: datetime, count: int, tz: str | None = None
-) -> list[dict[str, Any]]:
-    """`sched next JOB --json [--tz Z]`: the job's zone decides the times, `tz` shows them."""
-    shown = tz or spec.tz
-    zone = cron.zone(shown)
-    rows = []
-    for _ in range(count):
-        after = policy.next_fire(spec, after)
-        row = {"job": spec.name, "at": iso(after), "local": after.astimezone(zone).isoformat()}
-        rows.append(row | {"tz": shown, "job_tz": spec.tz})
-    return rows
+    return [cli_output.list_row(s, last.get(s.name), s.name in paused, now) for s in specs.values()]
 
 
 def routes(store: Store, specs: Mapping[str, JobSpec]) -> list[Route]:
@@ -81,7 +65,7 @@ def routes(store: Store, specs: Mapping[str, JobSpec]) -> list[Route]:
             return []
         count = parse_limit(request.query_params.get("n"), "n", default=5, high=MAX_NEXT)
         after = parse_when(request.query_params.get("from"), "from") or datetime.now(UTC)
-        return next_rows(spec, after, count, parse_zone(request.query_params.get("tz")))
+        return cli_output.next_rows(spec, after, count, parse_zone(request.query_params.get("tz")))
 
     def runs(request: Request) -> Any:
         q = request.query_params

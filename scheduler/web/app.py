@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from scheduler import display
+from scheduler import actions, display
 from scheduler.errors import StoreError, UnknownRun
 from scheduler.model import JobSpec, RunStatus, iso
 from scheduler.store import Store
@@ -381,7 +380,7 @@ def _job_action(ctx: Context, request: Request, form: dict[str, str]) -> Respons
     spec = _spec(ctx, request.path_params["name"])
     action = request.path_params["action"]
     if action == "trigger":
-        run_id = trigger(ctx.store, spec)
+        run_id = actions.trigger(ctx.store, spec)
         return _redirect(back, f"queued {run_id}")
     if action == "pause":
         changed = ctx.store.pause(spec.name)
@@ -393,27 +392,6 @@ def _job_action(ctx: Context, request: Request, form: dict[str, str]) -> Respons
         text = f"resumed {spec.name}" if changed else f"{spec.name} was not paused"
         return _redirect(back, text)
     raise HTTPException(404, f"no action {action!r}: trigger, pause or resume")
-
-
-def trigger(store: Store, spec: JobSpec) -> str:
-    """Queue a manual run exactly as `sched trigger` does; its id."""
-    from scheduler.model import Overlap, Trigger
-    from scheduler.policy import run_policy
-
-    now = datetime.now(UTC)
-    run_id = f"{spec.name}@manual-{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    store.enqueue(
-        run_id=run_id,
-        job=spec.name,
-        scheduled_for=now,
-        queue=spec.queue,
-        overlap=Overlap.ALLOW,
-        trigger=Trigger.MANUAL,
-        timeout_s=spec.timeout_s,
-        advance_last_fire=False,
-        policy=run_policy(spec),
-    )
-    return run_id
 
 
 def _kill(ctx: Context, request: Request, form: dict[str, str]) -> Response:

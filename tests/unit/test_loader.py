@@ -827,10 +827,10 @@ def test_the_listed_options_are_described_by_their_schema() -> None:
 def test_sched_list_rows_carry_every_listed_option() -> None:
     from datetime import UTC, datetime
 
-    from scheduler.cli import _list_row
+    from scheduler.cli_output import list_row
 
     spec = load_jobs("good")["nightly-backup"]
-    row = _list_row(spec, None, False, datetime(2026, 11, 27, tzinfo=UTC))
+    row = list_row(spec, None, False, datetime(2026, 11, 27, tzinfo=UTC))
     assert {k: row[k] for k in options.listed_schema()} == options.listed(spec)
     assert (row["catchup_limit"], row["retry_backoff_s"]) == (5, 90.0)  # not listed before
 
