@@ -183,28 +183,37 @@ def _simulate(sim: Simulation) -> list[SimRun]:
     return records
 
 
+def _downtime(
+    spec: JobSpec, sim: Simulation, fires: list[int]
+) -> Iterator[tuple[list[int], int, list[tuple[int, str]], list[int]]]:
+    """Per down window, in order: the fires planned before it, the instant it ends, the fires
+    it drops (with the reason) and those caught up when it ends; last, the fires after every
+    window (with nothing dropped or caught up)."""
+    i = 0
+    for lo, hi in sorted((_us(w.start), _us(w.end)) for w in sim.down):
+        j = bisect_left(fires, lo, i)
+        planned = fires[i:j]
+        # the scheduler starts again at `hi` and catches up on the fires in (last fire, hi]
+        i = bisect_right(fires, hi, j)
+        missed = fires[j:i]
+        unseen, seen = missed[:-CATCH_UP_SCAN], missed[-CATCH_UP_SCAN:]
+        keep, dropped = catch_up_split(spec.catchup, spec.catchup_limit, seen)
+        reason = missed_reason(spec.catchup)
+        yield planned, hi, [(f, _UNSEEN) for f in unseen] + [(f, reason) for f in dropped], keep
+    yield fires[i:], _us(sim.end), [], []
+
+
 def _fires_of(spec: JobSpec, sim: Simulation, requests: list[SimRun], out: list[SimRun]) -> None:
     """The job's fires as enqueue requests; those in a down window through catch-up."""
     fires = cron.fire_instants_us(spec.cron, spec.every_s, spec.tz, sim.start, sim.end)
     mine: list[SimRun] = []
-    i = 0
-    for lo, hi in sorted((_us(w.start), _us(w.end)) for w in sim.down):
-        j = bisect_left(fires, lo, i)
-        mine += _scheduled(spec.name, fires[i:j])
-        # the scheduler starts again at `hi` and catches up on the fires in (last fire, hi]
-        i, j = j, bisect_right(fires, hi, j)
-        missed = fires[i:j]
-        i = j
-        unseen, seen = missed[:-CATCH_UP_SCAN], missed[-CATCH_UP_SCAN:]
-        keep, dropped = catch_up_split(spec.catchup, spec.catchup_limit, seen)
-        for fire, reason in [(f, _UNSEEN) for f in unseen] + [
-            (f, missed_reason(spec.catchup)) for f in dropped
-        ]:
+    for planned, hi, dropped, keep in _downtime(spec, sim, fires):
+        mine += _scheduled(spec.name, planned)
+        for fire, reason in dropped:
             run = SimRun(spec.name, fire, Trigger.SCHEDULE, 1, RunStatus.MISSED)
             run.finished_us, run.reason = hi, reason
             out.append(run)
         mine += [SimRun(spec.name, f, Trigger.CATCHUP, 1, RunStatus.QUEUED, hi) for f in keep]
-    mine += _scheduled(spec.name, fires[i:])
     notes = _dst_by_fire(spec, sim.start, sim.end, fires)
     if notes:
         for run in mine + out:
@@ -534,23 +543,13 @@ def _fire_items(
         return out
 
     mine: list[list[int] | SimRun] = []
-    i = 0
-    for lo, hi in sorted((_us(w.start), _us(w.end)) for w in sim.down):
-        j = bisect_left(fires, lo, i)
-        mine += scheduled(fires[i:j])
-        i, j = j, bisect_right(fires, hi, j)
-        missed = fires[i:j]
-        i = j
-        unseen, seen = missed[:-CATCH_UP_SCAN], missed[-CATCH_UP_SCAN:]
-        keep, dropped = catch_up_split(spec.catchup, spec.catchup_limit, seen)
-        for fire, reason in [(f, _UNSEEN) for f in unseen] + [
-            (f, missed_reason(spec.catchup)) for f in dropped
-        ]:
+    for planned, hi, dropped, keep in _downtime(spec, sim, fires):
+        mine += scheduled(planned)
+        for fire, reason in dropped:
             run = made(fire, Trigger.SCHEDULE, RunStatus.MISSED, None)
             run.finished_us, run.reason = hi, reason
             out.append(run)
         mine += [made(f, Trigger.CATCHUP, RunStatus.QUEUED, hi) for f in keep]
-    mine += scheduled(fires[i:])
     return mine
 
 
