@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds
+from scheduler.model import PENDING, JobSpec, KillCause, Run, RunStatus, format_seconds
 
 if TYPE_CHECKING:  # the store (and redis) is imported only by the commands that use it
     from scheduler.embedded import EmbeddedRedis
@@ -973,7 +973,7 @@ def kill(cfg: Config, run_id: str) -> None:
 
     with _store(cfg, start_if_needed=False) as store:
         try:
-            before = store.kill(run_id, "operator")
+            before = store.kill(run_id, KillCause.OPERATOR)
         except UnknownRun as exc:
             _fail(str(exc))
     if before == "running":

@@ -44,6 +44,19 @@ class RunStatus(StrEnum):
 PENDING = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 
 
+class KillCause(StrEnum):
+    """Why a worker stopped a horse that had not ended by itself; the run's reason says it."""
+
+    DEADLINE = "deadline"
+    """Still running at its deadline + grace."""
+    SHUTDOWN = "shutdown"
+    """A cold shutdown of its worker."""
+    OPERATOR = "operator"
+    """`sched kill`, or the dashboard's kill."""
+    REPLACED = "replaced"
+    """A newer fire of an `overlap="replace"` job."""
+
+
 class Overlap(StrEnum):
     """What a new fire does while an earlier run of the same job is queued or running."""
 

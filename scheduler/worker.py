@@ -30,7 +30,7 @@ import setproctitle
 from scheduler import horse, proc
 from scheduler.errors import StoreCorrupt, StoreUnavailable
 from scheduler.forkserver import Exit, ForkServer, ForkServerError, Horse
-from scheduler.model import JobSpec, Run, RunStatus, format_seconds, iso, to_ms
+from scheduler.model import JobSpec, KillCause, Run, RunStatus, format_seconds, iso, to_ms
 from scheduler.options import format_size
 from scheduler.outage import Outage
 from scheduler.policy import Retry, retry_plan
@@ -106,7 +106,7 @@ class _Watch:
     pidfd: int
     backstop: float
     # Why the worker signalled the horse: deadline, shutdown, operator or replaced.
-    killed_for: str | None = None
+    killed_for: KillCause | None = None
     # For an operator's or a replacing fire's stop: SIGTERM first, SIGKILL at this time.
     hard_kill_at: float | None = None
     report: bytearray = field(default_factory=bytearray)
@@ -475,9 +475,9 @@ class Worker:
     def _maybe_kill(self, watch: _Watch, now: float) -> None:
         if watch.killed_for is None:
             if now >= watch.backstop:
-                watch.killed_for = "deadline"
+                watch.killed_for = KillCause.DEADLINE
             elif self.cold:
-                watch.killed_for = "shutdown"
+                watch.killed_for = KillCause.SHUTDOWN
             else:
                 return
             self._kill(watch, signal.SIGKILL)
@@ -712,9 +712,9 @@ def classify(
     if os.WIFSIGNALED(status):
         return _by_signal(os.WTERMSIG(status), timeout_s, grace_s, watch, deadline_passed)
     code = os.WEXITSTATUS(status)
-    if watch.killed_for in ("operator", "replaced"):
+    if watch.killed_for in (KillCause.OPERATOR, KillCause.REPLACED):
         # It was asked to stop and did, by exiting: still an operator's (or a new fire's) kill.
-        return Outcome(RunStatus.KILLED, reason=watch.killed_for, exit_code=code)
+        return Outcome(RunStatus.KILLED, reason=str(watch.killed_for), exit_code=code)
     report = _agreeing(_parse_report(bytes(watch.report)), code)
     if code == horse.EXIT_TIMEOUT and not deadline_passed:
         report = None  # a timeout the clock did not see: the exit code alone
@@ -750,9 +750,9 @@ def _by_signal(
     signum: int, timeout_s: float, grace_s: float, watch: _Watch, deadline_passed: bool
 ) -> Outcome:
     name = _signal_name(signum)
-    if watch.killed_for in ("shutdown", "operator", "replaced"):
-        return Outcome(RunStatus.KILLED, reason=watch.killed_for, signal=name)
-    if watch.killed_for == "deadline" and signum == signal.SIGKILL:
+    if watch.killed_for in (KillCause.SHUTDOWN, KillCause.OPERATOR, KillCause.REPLACED):
+        return Outcome(RunStatus.KILLED, reason=str(watch.killed_for), signal=name)
+    if watch.killed_for is KillCause.DEADLINE and signum == signal.SIGKILL:
         return Outcome(
             RunStatus.TIMED_OUT,
             reason=f"still running {format_seconds(grace_s)} after its "

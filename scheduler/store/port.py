@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
-from scheduler.model import Overlap, Run, RunStatus, Trigger
+from scheduler.model import KillCause, Overlap, Run, RunStatus, Trigger
 from scheduler.policy import Retry, RunPolicy
 from scheduler.store.keys import DEFAULT_NAMESPACE
 from scheduler.store.records import Claimed, Enqueued, Fire, Heartbeat, Retention, RunSummary
@@ -200,7 +200,7 @@ class Store:
         """Re-create a finished run's record from a worker's copy (after the storage lost it)."""
         raise NotImplementedError
 
-    def kill(self, run_id: str, reason: str = "operator") -> str:
+    def kill(self, run_id: str, reason: KillCause = KillCause.OPERATOR) -> str:
         """Stop a run: a queued one at once, a running one through its worker's heartbeat.
 
         Returns the status it had; UnknownRun when there is no such run.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from scheduler.model import RUN_FIELDS, Overlap, Run, RunStatus, Trigger
+from scheduler.model import RUN_FIELDS, KillCause, Overlap, Run, RunStatus, Trigger
 from scheduler.policy import RunPolicy
 
 
@@ -24,7 +24,7 @@ class Heartbeat:
     """What a heartbeat learned: whether the worker still holds its run, and why to stop it."""
 
     held: bool
-    kill_requested: str | None = None
+    kill_requested: KillCause | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,17 @@ import redis
 import redis.exceptions
 
 from scheduler.errors import StoreCorrupt, StoreError, StoreUnavailable, UnknownRun
-from scheduler.model import DEFAULT_QUEUE, PENDING, Overlap, Run, RunStatus, Trigger, from_ms, to_ms
+from scheduler.model import (
+    DEFAULT_QUEUE,
+    PENDING,
+    KillCause,
+    Overlap,
+    Run,
+    RunStatus,
+    Trigger,
+    from_ms,
+    to_ms,
+)
 from scheduler.policy import Retry, RunPolicy, retry_plan
 from scheduler.store import scripts
 from scheduler.store.codec import (
@@ -491,7 +501,7 @@ class RedisStore(Store):
             arg_rest=pairs(info or {}),
         )
         held, kill = _flag_and_text(reply)
-        return Heartbeat(held, kill or None)
+        return Heartbeat(held, _kill_cause(kill) if kill else None)
 
     @guarded
     def finish(
@@ -610,7 +620,7 @@ class RedisStore(Store):
         return bool(done)
 
     @guarded
-    def kill(self, run_id: str, reason: str = "operator") -> str:
+    def kill(self, run_id: str, reason: KillCause = KillCause.OPERATOR) -> str:
         k = self.keys
         job, queue = (_text(x) for x in self.redis.hmget(k.run(run_id), "job", "queue"))
         if job is None:
@@ -933,3 +943,11 @@ def _retry_after_loss(run_id: str, fields: Mapping[str, str]) -> Retry | None:
     except ValueError:
         return None
     return retry_plan(run_id, attempt, policy, RunStatus.LOST)
+
+
+def _kill_cause(text: str) -> KillCause:
+    """A stored kill request; one this version does not know is an operator's."""
+    try:
+        return KillCause(text)
+    except ValueError:
+        return KillCause.OPERATOR

@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from scheduler import actions, display
 from scheduler.errors import StoreError, UnknownRun
-from scheduler.model import JobSpec, RunStatus, iso
+from scheduler.model import JobSpec, KillCause, RunStatus, iso
 from scheduler.store import Store
 from scheduler.web import api, security, views
 from scheduler.web.cache import Summaries
@@ -398,7 +398,7 @@ def _kill(ctx: Context, request: Request, form: dict[str, str]) -> Response:
     back = _checked(request, form)
     run_id = request.path_params["run_id"]
     try:
-        before = ctx.store.kill(run_id, "operator")
+        before = ctx.store.kill(run_id, KillCause.OPERATOR)
     except UnknownRun as exc:
         raise HTTPException(404, str(exc)) from None
     if before == "running":
