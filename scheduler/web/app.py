@@ -96,7 +96,7 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        when=when_text,
+        when=views.when_text,
         dur=display.human_duration,
         visible=visible,
         runhref=run_href,
@@ -122,16 +122,6 @@ def visible(text: object) -> str:
         else:
             out.append(ch)
     return "".join(out)
-
-
-def when_text(moment: datetime | None, tz: str = "UTC") -> str:
-    """A time in a zone, to the second, with the zone's abbreviation."""
-    if moment is None:
-        return ""
-    from scheduler import cron
-
-    local = moment.astimezone(cron.zone(tz))
-    return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or "")
 
 
 def _ago(moment: datetime | None) -> str:

@@ -43,7 +43,6 @@ def schedule_cells(spec: JobSpec) -> Markup:
 def job_rows(rows: Sequence[JobRow], now: datetime, read_only: bool) -> Markup:
     """The overview's table rows, written here rather than in the template: a thousand jobs
     are the common case, and this is several times faster (every value is escaped)."""
-    from scheduler.web.app import when_text
 
     out = []
     for row in rows:
@@ -87,6 +86,16 @@ def action_buttons(name: str, paused: bool) -> Markup:
         else f'<button formaction="/jobs/{name}/pause" class="quiet">Pause</button>'
     )
     return Markup(f'<button formaction="/jobs/{name}/trigger">Run now</button> {toggle}')
+
+
+def when_text(moment: datetime | None, tz: str = "UTC") -> str:
+    """A time in a zone, to the second, with the zone's abbreviation."""
+    if moment is None:
+        return ""
+    from scheduler import cron
+
+    local = moment.astimezone(cron.zone(tz))
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or "")
 
 
 @dataclass
