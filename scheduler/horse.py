@@ -17,6 +17,7 @@ import stat
 import sys
 import traceback
 from collections.abc import Mapping
+from enum import StrEnum
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -43,6 +44,24 @@ _changed: tuple[int, ...] = ()
 # (device, inode) of the report pipe this horse was given: a job may close the descriptor
 # and open a file of its own under the same number, which must not receive the report.
 _report_pipe: tuple[int, int] | None = None
+
+
+class Reported(StrEnum):
+    """What a horse's report line says happened (its `outcome`); the worker checks it
+    against the exit code."""
+
+    RETURNED = "returned"
+    """The function returned a JSON value (`result`)."""
+    RAISED = "raised"
+    """The function raised (`error`)."""
+    TIMEOUT = "timeout"
+    """JobTimeout at the deadline, caught or not (`error` or `note`)."""
+    EXIT = "exit"
+    """sys.exit() (`exit_code`)."""
+    UNUSABLE = "unusable"
+    """A result that is not JSON or too large (`reason`)."""
+    EXEC_FAILED = "exec-failed"
+    """The program could not be executed (`error`)."""
 
 
 def _nondefault() -> tuple[int, ...]:
@@ -80,7 +99,7 @@ def serve(
         timeout_s = float(order["timeout_s"])
         env = {str(k): str(v) for k, v in order["env"].items()}
     except BaseException as exc:  # noqa: BLE001 - a horse must always exit with a report
-        _report(report_fd, {"outcome": "raised", "error": describe_exception(exc)})
+        _report(report_fd, {"outcome": Reported.RAISED, "error": describe_exception(exc)})
         _exit(EXIT_FAILED)
     run(spec, timeout_s, report_fd, env)
 
@@ -131,7 +150,7 @@ def run(
         _run_function(spec, timeout_s, report_fd)
     except BaseException as exc:  # noqa: BLE001 - a horse must always exit with a report
         timed_out = isinstance(exc, JobTimeout)
-        outcome = "timeout" if timed_out else "raised"
+        outcome = Reported.TIMEOUT if timed_out else Reported.RAISED
         _report(report_fd, {"outcome": outcome, "error": describe_exception(exc)})
         _exit(EXIT_TIMEOUT if timed_out else EXIT_FAILED)
 
@@ -171,7 +190,7 @@ def _exec(argv: tuple[str, ...], timeout_s: float, report_fd: int) -> NoReturn:
         _report(
             report_fd,
             {
-                "outcome": "exec-failed",
+                "outcome": Reported.EXEC_FAILED,
                 "error": {
                     "type": type(exc).__name__,
                     "message": f"cannot execute {argv[0]!r}: {exc.strerror}",
@@ -193,7 +212,7 @@ class _Alarm:
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if self.fired:
             # The job swallowed JobTimeout and kept going: stop it here.
-            _report(self.report_fd, {"outcome": "timeout", "note": "JobTimeout was caught"})
+            _report(self.report_fd, {"outcome": Reported.TIMEOUT, "note": "JobTimeout was caught"})
             _exit(EXIT_TIMEOUT)
         self.fired = True
         signal.setitimer(signal.ITIMER_REAL, self.second_after_s)
@@ -210,23 +229,23 @@ def _run_function(spec: JobSpec, timeout_s: float, report_fd: int) -> NoReturn:
     try:
         result = spec.func()
     except JobTimeout as exc:
-        _report(report_fd, {"outcome": "timeout", "error": describe_exception(exc)})
+        _report(report_fd, {"outcome": Reported.TIMEOUT, "error": describe_exception(exc)})
         _exit(EXIT_TIMEOUT)
     except SystemExit as exc:
         _disarm()
         code = _exit_code(exc.code)
-        _report(report_fd, {"outcome": "exit", "exit_code": code})
+        _report(report_fd, {"outcome": Reported.EXIT, "exit_code": code})
         _exit(code)
     except BaseException as exc:  # noqa: BLE001 - reported as `failed`
         _disarm()
         if alarm.fired:
-            _report(report_fd, {"outcome": "timeout", "error": describe_exception(exc)})
+            _report(report_fd, {"outcome": Reported.TIMEOUT, "error": describe_exception(exc)})
             _exit(EXIT_TIMEOUT)
-        _report(report_fd, {"outcome": "raised", "error": describe_exception(exc)})
+        _report(report_fd, {"outcome": Reported.RAISED, "error": describe_exception(exc)})
         _exit(EXIT_FAILED)
     _disarm()
     if alarm.fired:
-        _report(report_fd, {"outcome": "timeout", "note": "returned after its deadline"})
+        _report(report_fd, {"outcome": Reported.TIMEOUT, "note": "returned after its deadline"})
         _exit(EXIT_TIMEOUT)
     _report_result(report_fd, result)
     _exit(EXIT_OK)
@@ -251,19 +270,19 @@ def _report_result(report_fd: int, result: object) -> None:
     except (TypeError, ValueError) as exc:
         _report(
             report_fd,
-            {"outcome": "unusable", "reason": f"returned {type(result).__name__}: {exc}"},
+            {"outcome": Reported.UNUSABLE, "reason": f"returned {type(result).__name__}: {exc}"},
         )
         _exit(EXIT_FAILED)
     if len(encoded) > ERROR_TEXT_LIMIT:
         _report(
             report_fd,
             {
-                "outcome": "unusable",
+                "outcome": Reported.UNUSABLE,
                 "reason": f"returned {len(encoded)} bytes of JSON; the limit is {ERROR_TEXT_LIMIT}",
             },
         )
         _exit(EXIT_FAILED)
-    _report(report_fd, {"outcome": "returned", "result": result})
+    _report(report_fd, {"outcome": Reported.RETURNED, "result": result})
 
 
 def describe_exception(exc: BaseException) -> dict[str, str]:

@@ -30,6 +30,7 @@ import setproctitle
 from scheduler import horse, proc
 from scheduler.errors import StoreCorrupt, StoreUnavailable
 from scheduler.forkserver import Exit, ForkServer, ForkServerError, Horse
+from scheduler.horse import Reported
 from scheduler.model import JobSpec, KillCause, Run, RunStatus, format_seconds, iso, to_ms
 from scheduler.options import format_size
 from scheduler.outage import Outage
@@ -729,10 +730,10 @@ def classify(
 
 # Which report outcomes each exit code of the horse can carry (horse.py).
 _AGREES = {
-    horse.EXIT_OK: ("returned", "exit"),
-    horse.EXIT_FAILED: ("raised", "unusable", "exit"),
-    horse.EXIT_TIMEOUT: ("timeout", "exit"),
-    horse.EXIT_EXEC_FAILED: ("exec-failed", "exit"),
+    horse.EXIT_OK: (Reported.RETURNED, Reported.EXIT),
+    horse.EXIT_FAILED: (Reported.RAISED, Reported.UNUSABLE, Reported.EXIT),
+    horse.EXIT_TIMEOUT: (Reported.TIMEOUT, Reported.EXIT),
+    horse.EXIT_EXEC_FAILED: (Reported.EXEC_FAILED, Reported.EXIT),
 }
 
 
@@ -741,7 +742,7 @@ def _agreeing(report: dict[str, Any] | None, code: int) -> dict[str, Any] | None
     if report is None:
         return None
     kind = report.get("outcome")
-    if kind == "exit":
+    if kind == Reported.EXIT:
         return report if report.get("exit_code") == code else None
     return report if kind in _AGREES.get(code, ()) else None
 
@@ -791,9 +792,9 @@ def _without_report(spec: JobSpec, code: int, deadline_passed: bool = True) -> O
 def _by_report(report: dict[str, Any], code: int, timeout_s: float) -> Outcome:
     kind = report.get("outcome")
     error = report.get("error")
-    if kind == "returned":
+    if kind == Reported.RETURNED:
         return Outcome(RunStatus.COMPLETED, exit_code=0, result=report.get("result"))
-    if kind == "timeout":
+    if kind == Reported.TIMEOUT:
         note = report.get("note")
         reason = f"deadline of {format_seconds(timeout_s)} passed: JobTimeout raised"
         return Outcome(
@@ -802,16 +803,16 @@ def _by_report(report: dict[str, Any], code: int, timeout_s: float) -> Outcome:
             exit_code=code,
             error=error,
         )
-    if kind == "exit":
+    if kind == Reported.EXIT:
         exit_code = int(report.get("exit_code", code))
         if exit_code == 0:
             return Outcome(RunStatus.COMPLETED, reason="sys.exit(0)", exit_code=0)
         return Outcome(RunStatus.FAILED, reason=f"sys.exit({exit_code})", exit_code=exit_code)
-    if kind == "unusable":
+    if kind == Reported.UNUSABLE:
         return Outcome(
             RunStatus.FAILED, reason=f"unusable result: {report.get('reason')}", exit_code=code
         )
-    if kind == "exec-failed":
+    if kind == Reported.EXEC_FAILED:
         message = (error or {}).get("message", "cannot execute the program")
         return Outcome(RunStatus.FAILED, reason=message, exit_code=code, error=error)
     summary = f"{(error or {}).get('type', 'error')}: {_brief((error or {}).get('message', ''))}"
