@@ -17,11 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from scheduler import cron
+from scheduler import cron, policy
 from scheduler.alerts import Alerter, is_late
 from scheduler.errors import StoreCorrupt, StoreUnavailable
 from scheduler.metrics import Metrics
-from scheduler.model import PENDING, Catchup, JobSpec, RunStatus, Trigger, iso, run_id_for
+from scheduler.model import PENDING, JobSpec, RunStatus, Trigger, iso, run_id_for
 from scheduler.outage import Outage
 from scheduler.policy import next_fire, run_policy
 from scheduler.store import Enqueued, Fire, FireSettings, Retention, Store, fire_settings
@@ -288,16 +288,12 @@ class Beat:
 
     def _catch_up(self, spec: JobSpec, after: datetime, now: datetime) -> None:
         """Apply the job's catch-up policy to the fires in (after, now]."""
-        limit = spec.catchup_limit if spec.catchup is Catchup.ALL else 1
-        missed_cap = 10_000
-        fires = cron.fires_between(spec.cron, spec.every_s, spec.tz, after, now, missed_cap)
+        fires = cron.fires_between(
+            spec.cron, spec.every_s, spec.tz, after, now, policy.CATCH_UP_SCAN
+        )
         if not fires:
             return
-        if spec.catchup is Catchup.NONE:
-            keep: list[datetime] = []
-        else:
-            keep = fires[-limit:]
-        dropped = fires[: len(fires) - len(keep)]
+        keep, dropped = policy.catch_up_split(spec.catchup, spec.catchup_limit, fires)
         if self.metrics is not None:
             for _ in dropped:
                 self.metrics.observe_fire(spec.name, 0.0, RunStatus.MISSED)
@@ -306,7 +302,7 @@ class Beat:
             [(run_id_for(spec.name, fire_at), fire_at) for fire_at in dropped],
             queue=spec.queue,
             timeout_s=spec.timeout_s,
-            reason=f"no scheduler was running (catchup={spec.catchup})",
+            reason=policy.missed_reason(spec.catchup),
         )
         for fire_at in keep:
             self._fire(spec, fire_at, Trigger.CATCHUP)
