@@ -1238,17 +1238,6 @@ def run(
     specs = _load(cfg)
     _check_hooks_env()
     timings = _timings(grace, lease, warm_timeout)
-    web_settings = None
-    if not no_web:
-        from scheduler.web.server import WebConfigError, claim_port
-
-        web_settings = _web_settings(
-            web_bind or DEFAULT_WEB_BIND, False, os.environ.get("SCHED_WEB_TOKEN")
-        )
-        try:
-            web_settings = claim_port(web_settings, fall_back=web_bind is None)
-        except WebConfigError as exc:
-            _fail(str(exc), EXIT_USAGE)
     _check_metrics_port(metrics_port)
     server = None
     url = _checked_url(cfg)
@@ -1264,6 +1253,19 @@ def run(
             _fail(str(exc))
         finally:
             probe.close()
+        # The dashboard's port is claimed once Redis answered, so a bad URL or password is
+        # the one thing a failing start prints.
+        web_settings = None
+        if not no_web:
+            from scheduler.web.server import WebConfigError, claim_port
+
+            web_settings = _web_settings(
+                web_bind or DEFAULT_WEB_BIND, False, os.environ.get("SCHED_WEB_TOKEN")
+            )
+            try:
+                web_settings = claim_port(web_settings, fall_back=web_bind is None)
+            except WebConfigError as exc:
+                _fail(str(exc), EXIT_USAGE)
         served = _served_queues(cfg, specs, queues, n_workers)
         logging.getLogger("sched").info(
             "sched: %d jobs from %s/, %d workers (queue%s %s), Redis %s",

@@ -139,7 +139,9 @@ class Worker:
         # Forks the horses from the jobs folder, in a process that holds no credential.
         self.forks = ForkServer(jobs)
         self.shutdown_requests = 0
-        self.outage = Outage(log, f"worker {self.id}")
+        # Retried at least once per heartbeat: a finished run's report that waits for Redis
+        # has no lease renewal behind it, so it must arrive within a lease of Redis's return.
+        self.outage = Outage(log, f"worker {self.id}", max_s=min(5.0, self.settings.heartbeat_s))
         self._next_reap = 0.0
         self._next_heartbeat = 0.0
         self._pending: list[_Report] = []
