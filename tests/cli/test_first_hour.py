@@ -139,7 +139,7 @@ def test_log_format_before_the_subcommand(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", [["history"], ["run", "--no-web"], ["workers"]])
 def test_http_redis_url_is_a_usage_error(command: list[str]) -> None:
     result = CliRunner().invoke(
-        cli, ["--jobs", str(GOOD), *command, "--redis-url", "http://localhost:6379"]
+        cli, ["--jobs", str(GOOD), *command, "--redis-url", "http://localhost:8080"]
     )
     assert result.exit_code == 2, result.output
     assert "http:// is not a Redis URL" in result.output
