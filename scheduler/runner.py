@@ -25,7 +25,7 @@ from scheduler import alerts, proc
 from scheduler.beat import Beat, BeatSettings
 from scheduler.errors import StoreUnavailable
 from scheduler.metrics import Metrics
-from scheduler.model import JobSpec
+from scheduler.model import DEFAULT_TIMEOUT_S, JobSpec
 from scheduler.store import Store
 from scheduler.worker import Worker, WorkerSettings, signal_echo
 
@@ -85,6 +85,12 @@ class Plan:
     metrics_port: int | None = None
     # The dashboard's settings (scheduler.web.server.WebSettings), or None for no dashboard.
     web: Any = None
+    # What the jobs folder was loaded with (--default-tz, --default-timeout): a reload of the
+    # folder must load it the same way.
+    default_tz: str | None = None
+    default_timeout_s: float = DEFAULT_TIMEOUT_S
+    # Watch the jobs folder and reload it on change (SIGHUP reloads either way).
+    watch: bool = True
 
     def store(self) -> Store:
         """A new connection to the plan's Redis (one per process)."""
