@@ -133,8 +133,19 @@ class Store:
         """Turn a run in the worker's inbox into `running`; None when it is not to be run."""
         raise NotImplementedError
 
-    def refuse(self, worker: str, run_id: str, job: str, reason: str) -> bool:
-        """Fail a queued run the worker will not execute, without starting it."""
+    def refuse(
+        self,
+        worker: str,
+        run_id: str,
+        job: str,
+        reason: str,
+        status: RunStatus = RunStatus.FAILED,
+    ) -> bool:
+        """End a queued run the worker will not execute, without starting it.
+
+        `status` is FAILED (it cannot run here) or SKIPPED (its job was removed); any other
+        is a ValueError. False when the run was no longer queued.
+        """
         raise NotImplementedError
 
     def heartbeat(
@@ -196,8 +207,12 @@ class Store:
         """Return a run id this worker moved into its inbox, unclaimed, to the head of `queue`."""
         raise NotImplementedError
 
-    def restore(self, fields: Mapping[str, object]) -> bool:
-        """Re-create a finished run's record from a worker's copy (after the storage lost it)."""
+    def restore(self, fields: Mapping[str, object], retry: Retry | None = None) -> bool:
+        """Re-create a finished run's record from a worker's copy (after the storage lost it).
+
+        Like finish(): the run goes to the ended feed and earns its retry (`retry`, or when
+        None the one its stored policy gives). False when a record exists already.
+        """
         raise NotImplementedError
 
     def kill(self, run_id: str, reason: KillCause = KillCause.OPERATOR) -> str:
@@ -215,6 +230,14 @@ class Store:
         """Live workers with their fields (host, pid, queues, current run, heartbeat)."""
         raise NotImplementedError
 
+    def set_loaded(self, process: str, info: Mapping[str, str], ttl_s: float) -> None:
+        """Say which job definitions `process` runs (Definitions.loaded_info()), for ttl_s."""
+        raise NotImplementedError
+
+    def loaded(self) -> dict[str, dict[str, str]]:
+        """What each live process said it runs (process id -> info); expired ones absent."""
+        raise NotImplementedError
+
     def server_time_ms(self) -> int:
         """The storage's clock, in milliseconds (every host agrees on it)."""
         raise NotImplementedError
@@ -228,6 +251,14 @@ class Store:
 
         After the storage was unreachable for a while, nothing is reaped for one `lease_s`,
         so workers that were cut off too have a chance to renew first.
+        """
+        raise NotImplementedError
+
+    def lose_runs_of(self, worker: str, reason: str) -> list[str]:
+        """Mark every run `worker` holds (running, by it) `lost` now: its worker is known dead.
+
+        ended_at is now and the duration runs from its start to now (not to a lease); each
+        goes to the ended feed and earns its retry like a reaped run. Returns their ids.
         """
         raise NotImplementedError
 

@@ -37,6 +37,7 @@ from scheduler.store.codec import (
     SUMMARY_FIELDS,
     decode_claimed,
     decode_run,
+    encode,
     pairs,
     settings_args,
     summary,
@@ -60,9 +61,22 @@ from scheduler.urls import mask_url
 
 log = logging.getLogger("sched.store")
 STATUSES = tuple(RunStatus)
+# What a worker may make of a queued run it will not execute.
+_REFUSALS = (RunStatus.FAILED, RunStatus.SKIPPED)
 # Fires per call of the enqueue script: a few arguments each, so a call stays far below
 # Redis's limits and holds the server for milliseconds, not seconds.
 ENQUEUE_BATCH = 1000
+
+
+class StoreKeys(Keys):
+    """Keys, and those of what each live process runs (set_loaded)."""
+
+    @property
+    def loaded(self) -> str:
+        return f"{self.prefix}loaded"
+
+    def loaded_info(self, process: str) -> str:
+        return f"{self.prefix}loaded:{process}"
 
 
 class Transition:
@@ -150,7 +164,7 @@ class RedisStore(Store):
     ) -> None:
         self.url = url
         self.namespace = namespace
-        self.keys = Keys(namespace)
+        self.keys = StoreKeys(namespace)
         # Redis silent for longer than this (stopped, restarted, cut off) counts as an outage.
         self.clock_gap_s = clock_gap_s
         self.socket_timeout_s = socket_timeout_s
@@ -179,6 +193,7 @@ class RedisStore(Store):
         self._drop = Transition(self.redis, "drop")
         self._run_rows = Transition(self.redis, "run_rows")
         self._newest_ids = Transition(self.redis, "newest_ids")
+        self._loaded = Transition(self.redis, "loaded")
 
     # -- connection ----------------------------------------------------------------------
 
@@ -455,7 +470,16 @@ class RedisStore(Store):
             return None
 
     @guarded
-    def refuse(self, worker: str, run_id: str, job: str, reason: str) -> bool:
+    def refuse(
+        self,
+        worker: str,
+        run_id: str,
+        job: str,
+        reason: str,
+        status: RunStatus = RunStatus.FAILED,
+    ) -> bool:
+        if status not in _REFUSALS:
+            raise ValueError(f"refuse: status {status!r}, expected failed or skipped")
         k = self.keys
         done = self._fail_queued(
             {
@@ -463,10 +487,10 @@ class RedisStore(Store):
                 "run": k.run(run_id),
                 "active": k.active(job),
                 "idx_queued": k.by_status(RunStatus.QUEUED),
-                "idx_failed": k.by_status(RunStatus.FAILED),
+                "idx_final": k.by_status(status),
                 "ended_feed": k.ended,
             },
-            {"run_id": run_id, "worker": worker, "reason": reason},
+            {"run_id": run_id, "worker": worker, "reason": reason, "status": str(status)},
         )
         return bool(done)
 
@@ -604,19 +628,31 @@ class RedisStore(Store):
         }
 
     @guarded
-    def restore(self, fields: Mapping[str, object]) -> bool:
+    def restore(self, fields: Mapping[str, object], retry: Retry | None = None) -> bool:
         k = self.keys
-        run_id, job = str(fields["id"]), str(fields["job"])
+        run_id, job, status = str(fields["id"]), str(fields["job"]), str(fields["status"])
+        if retry is None:
+            plan = _retry_after(run_id, {n: encode(v) for n, v in fields.items()}, status)
+        else:
+            plan = retry
         done = self._restore(
             {
                 "run": k.run(run_id),
-                "idx_all": k.all_runs,
-                "idx_job": k.by_job(job),
-                "idx_status": k.by_status(str(fields["status"])),
+                "idx_status": k.by_status(status),
+                **self._retry_keys(job, plan.run_id if plan else ""),
+                "active": k.active(job),
+                "ended_feed": k.ended,
             },
-            {"run_id": run_id, "scheduled_ms": str(fields["scheduled_for"])},
+            {
+                "run_id": run_id,
+                "scheduled_ms": encode(fields["scheduled_for"]),
+                **_retry_args(plan),
+            },
             arg_rest=pairs(fields),
         )
+        if isinstance(done, list):
+            log.error("run %s: its report cannot be restored: %s", run_id, _texts(done)[-1])
+            return False
         return bool(done)
 
     @guarded
@@ -657,6 +693,23 @@ class RedisStore(Store):
         return [{"id": wid, **row} for wid, row in zip(ids, rows, strict=True)]
 
     @guarded
+    def set_loaded(self, process: str, info: Mapping[str, str], ttl_s: float) -> None:
+        self._loaded(
+            {"loaded": self.keys.loaded, "info_hash": self.keys.loaded_info(process)},
+            {"process": process, "ttl_ms": max(int(ttl_s * 1000), 1)},
+            arg_rest=pairs(info),
+        )
+
+    @guarded
+    def loaded(self) -> dict[str, dict[str, str]]:
+        live = _texts(self.redis.zrangebyscore(self.keys.loaded, self.server_time_ms(), "+inf"))
+        pipe = self.redis.pipeline(transaction=False)
+        for process in live:
+            pipe.hgetall(self.keys.loaded_info(process))
+        rows = [_hash(row) for row in pipe.execute()] if live else []
+        return dict(zip(live, rows, strict=True))
+
+    @guarded
     def server_time_ms(self) -> int:
         secs, micros = self.redis.time()
         return int(secs) * 1000 + int(micros) // 1000
@@ -667,36 +720,51 @@ class RedisStore(Store):
     def reap(
         self, lease_s: float, reason: str = "lease expired: its worker stopped renewing it"
     ) -> list[str]:
-        k = self.keys
         now_ms = self.server_time_ms()
-        expired = _texts(self.redis.zrangebyscore(k.running, "-inf", now_ms))
-        lost: list[str] = []
-        for run_id in expired:
-            fields = _hash(self.redis.hgetall(k.run(run_id)))
-            job = fields.get("job", "-")
-            plan = _retry_after_loss(run_id, fields)
-            done = self._reap(
-                {
-                    "running": k.running,
-                    "run": k.run(run_id),
-                    "active": k.active(job),
-                    "idx_running": k.by_status(RunStatus.RUNNING),
-                    "idx_lost": k.by_status(RunStatus.LOST),
-                    "clock": k.clock,
-                    **self._retry_keys(job, plan.run_id if plan else ""),
-                    "ended_feed": k.ended,
-                },
-                {
-                    "run_id": run_id,
-                    "reason": reason,
-                    "clock_gap_ms": int(self.clock_gap_s * 1000),
-                    "lease_ms": int(lease_s * 1000),
-                    **_retry_args(plan),
-                },
-            )
-            if done == 1:
-                lost.append(run_id)
-        return lost
+        expired = _texts(self.redis.zrangebyscore(self.keys.running, "-inf", now_ms))
+        return [run_id for run_id in expired if self._lose(run_id, reason, lease_s, "") == 1]
+
+    @guarded
+    def lose_runs_of(self, worker: str, reason: str) -> list[str]:
+        k = self.keys
+        leased = _texts(self.redis.zrange(k.running, 0, -1))
+        current = _text(self.redis.hget(k.worker(worker), "current"))
+        candidates = sorted(set(leased) | ({current} if current else set()))
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in candidates:
+            pipe.hget(k.run(run_id), "worker")
+        holders = [_text(x) for x in pipe.execute()] if candidates else []
+        held = [run_id for run_id, by in zip(candidates, holders, strict=True) if by == worker]
+        return [run_id for run_id in held if self._lose(run_id, reason, 0.0, worker) == 1]
+
+    def _lose(self, run_id: str, reason: str, lease_s: float, holder: str) -> int:
+        """The reap script for one run: by its lease (holder ''), or now for a dead holder."""
+        k = self.keys
+        fields = _hash(self.redis.hgetall(k.run(run_id)))
+        job = fields.get("job", "-")
+        plan = _retry_after(run_id, fields, RunStatus.LOST)
+        done = self._reap(
+            {
+                "running": k.running,
+                "run": k.run(run_id),
+                "active": k.active(job),
+                "idx_running": k.by_status(RunStatus.RUNNING),
+                "idx_lost": k.by_status(RunStatus.LOST),
+                "clock": k.clock,
+                **self._retry_keys(job, plan.run_id if plan else ""),
+                "ended_feed": k.ended,
+                "worker_hash": k.worker(fields.get("worker") or "-"),
+            },
+            {
+                "run_id": run_id,
+                "reason": reason,
+                "clock_gap_ms": int(self.clock_gap_s * 1000),
+                "lease_ms": int(lease_s * 1000),
+                **_retry_args(plan),
+                "holder": holder,
+            },
+        )
+        return int(done) if isinstance(done, int) else 0
 
     @guarded
     def take_ended(self, count: int = 500) -> list[Run]:
@@ -935,14 +1003,14 @@ def _retry_args(retry: Retry | None) -> dict[str, Arg]:
     }
 
 
-def _retry_after_loss(run_id: str, fields: Mapping[str, str]) -> Retry | None:
-    """The retry a lost run earns; none when its stored policy cannot be read."""
+def _retry_after(run_id: str, fields: Mapping[str, str], status: RunStatus | str) -> Retry | None:
+    """The retry a run ending with `status` earns; none when its stored policy cannot be read."""
     try:
         attempt = int(fields.get("attempt") or 1)
         policy = RunPolicy.from_fields(fields)
+        return retry_plan(run_id, attempt, policy, RunStatus(status))
     except ValueError:
         return None
-    return retry_plan(run_id, attempt, policy, RunStatus.LOST)
 
 
 def _kill_cause(text: str) -> KillCause:

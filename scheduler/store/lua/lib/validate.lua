@@ -24,24 +24,32 @@ local function readable(kind, v)
   end
   return true
 end
--- Why the run hash at `key` cannot be used as run `id` (naming the first bad field), or nil.
-local function unusable(key, id)
-  local f = redis.call('HGETALL', key)
-  local fields = {}
-  for i = 1, #f, 2 do fields[f[i]] = f[i + 1] end
+-- Why a run's fields (name -> value) cannot be used as run `id` (naming the first bad field
+-- in name order), or nil.
+local function unusable_fields(fields, id)
   if fields['id'] ~= id then return "field id is not the run's id" end
   local job = fields['job'] or ''
   if job == '' or string.sub(id, 1, #job + 1) ~= job .. '@' then
     return "field job is not the job of the run's id"
   end
   if (fields['scheduled_for'] or '') == '' then return 'field scheduled_for is missing' end
-  for i = 1, #f, 2 do
-    local kind = kinds[f[i]]
-    if kind and f[i + 1] ~= '' and not readable(kind, f[i + 1]) then
-      return 'field ' .. f[i] .. " is '" .. string.sub(f[i + 1], 1, 80) .. "', which cannot be read"
+  local names = {}
+  for name in pairs(fields) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local kind, v = kinds[name], fields[name]
+    if kind and v ~= '' and not readable(kind, v) then
+      return 'field ' .. name .. " is '" .. string.sub(v, 1, 80) .. "', which cannot be read"
     end
   end
   return nil
+end
+-- Why the run hash at `key` cannot be used as run `id`, or nil.
+local function unusable(key, id)
+  local f = redis.call('HGETALL', key)
+  local fields = {}
+  for i = 1, #f, 2 do fields[f[i]] = f[i + 1] end
+  return unusable_fields(fields, id)
 end
 -- Sets a run that cannot be used aside: failed now, the reason naming the bad field.
 local function set_aside(key, id, reason, from_index, failed_index, active, feed)
