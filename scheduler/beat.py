@@ -4,6 +4,9 @@ There is no polling tick: the loop sleeps exactly until the next instant (in sho
 a shutdown request is seen), so a run is enqueued within milliseconds after its instant and
 never before it. The newest enqueued fire of each job is kept in Redis, so a restart neither
 fires twice nor forgets what it missed.
+
+With `definitions` (scheduler/reload.py), the loop polls the jobs folder between steps and swaps
+in what changed (Beat.replace): the heap is only ever touched by the loop's own thread.
 """
 
 from __future__ import annotations
@@ -11,17 +14,21 @@ from __future__ import annotations
 import gc
 import heapq
 import logging
+import os
+import socket
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from scheduler import cron, policy
 from scheduler.alerts import Alerter, is_late
+from scheduler.cli_output import log_event
 from scheduler.errors import StoreCorrupt, StoreUnavailable
 from scheduler.metrics import Metrics
-from scheduler.model import PENDING, JobSpec, RunStatus, Trigger, iso, run_id_for
+from scheduler.model import PENDING, JobSpec, Run, RunStatus, Trigger, iso, run_id_for
 from scheduler.outage import Outage
 from scheduler.policy import next_fire, run_policy
 from scheduler.store import Enqueued, Fire, FireSettings, Retention, Store, fire_settings
@@ -56,9 +63,34 @@ TRIM_SLICE = 1000
 HOUSEKEEPING_ROOM_S = 0.25
 
 
+# Late runs already logged, by (run id, attempt); bounded like the Alerter's memory.
+_LATE_REMEMBERED = 10_000
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def now_utc() -> datetime:
     """The current instant, aware, in UTC."""
     return datetime.now(UTC)
+
+
+class Reload(Protocol):
+    """What Definitions.poll() returns on a change (scheduler.reload.Reloaded)."""
+
+    @property
+    def specs(self) -> dict[str, JobSpec]: ...
+
+
+class JobsFolder(Protocol):
+    """The part of scheduler.reload.Definitions the loop uses."""
+
+    def poll(self) -> Reload | None: ...
+
+    def loaded_info(self) -> dict[str, str]: ...
+
+
+def same_schedule(a: JobSpec, b: JobSpec) -> bool:
+    """Whether two definitions of a job fire at the same instants."""
+    return (a.cron, a.every_s, a.tz) == (b.cron, b.every_s, b.tz)
 
 
 class Beat:
@@ -73,12 +105,13 @@ class Beat:
         *,
         alerter: Alerter | None = None,
         metrics: Metrics | None = None,
+        definitions: JobsFolder | None = None,
     ) -> None:
         self.store = store
-        self.all_specs = dict(specs)
         self.alerter = alerter
         self.metrics = metrics
-        self.specs = {name: s for name, s in specs.items() if s.cron or s.every_s}
+        self.definitions = definitions
+        self._use(specs)
         self.settings = settings or BeatSettings()
         self.clock = clock
         self.heap: list[tuple[datetime, str]] = []
@@ -89,13 +122,56 @@ class Beat:
         # Jobs with new runs since the last retention pass; a full pass now and then covers
         # manual runs and retries, so idle schedules cost nothing between them.
         self._to_trim: set[str] = set()
+        self._trim_cursor = 0
+        # Encoded settings of each way a job is defined (see _fire_of).
+        self._settings: dict[tuple[object, ...], FireSettings] = {}
+        # The newest fire instant this loop enqueued (or found enqueued) for each job.
+        self._last_fire: dict[str, datetime] = {}
+        self._late_logged: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # Who this process is in the store's record of loaded definitions.
+        self.process = f"scheduler:{socket.gethostname()}:{os.getpid()}"
+        self._published: dict[str, str] | None = None
+
+    def _use(self, specs: Mapping[str, JobSpec]) -> None:
+        """Take `specs` as the jobs this loop knows (the heap is the caller's business)."""
+        self.all_specs = dict(specs)
+        self.specs = {name: s for name, s in specs.items() if s.cron or s.every_s}
+        if self.alerter is not None:
+            self.alerter.specs = self.all_specs
+        alerter = self.alerter
         # Jobs with an on_late hook: only their pending runs are checked for lateness.
         self._late_watched = {
             name for name in self.all_specs if alerter and alerter.hook_for(name, "late")
         }
-        self._trim_cursor = 0
-        # Encoded settings of each way a job is defined (see _fire_of).
-        self._settings: dict[tuple[object, ...], FireSettings] = {}
+
+    def replace(self, specs: Mapping[str, JobSpec]) -> None:
+        """Swap in new definitions between two steps of the loop (call it from the loop).
+
+        An unchanged schedule keeps its heap entry (its next fire is neither made twice nor
+        lost); a changed one (cron, every, tz) and an added one get their first fire at or
+        after now, but never at or before the last fire made for that job; a removed one, or
+        one that became manual, leaves the heap and is no longer checked for lateness. A swap
+        that lands on a fire instant makes that fire once: before the swap, or after it.
+        """
+        now = self.now()
+        old = self.specs
+        self._use(specs)
+        heap = [
+            (fire_at, name)
+            for fire_at, name in self.heap
+            if name in self.specs and same_schedule(old[name], self.specs[name])
+        ]
+        kept = {name for _, name in heap}
+        for name, spec in self.specs.items():
+            if name in kept:
+                continue
+            after = now - _MICROSECOND  # a fire at exactly now is still to be made
+            last = self._last_fire.get(name)
+            if last is not None and last > after:
+                after = last
+            heap.append((next_fire(spec, after), name))
+        heapq.heapify(heap)
+        self.heap = heap
 
     def stop(self, *_: object) -> None:
         """Ask the loop to return after the current step (usable as a signal handler)."""
@@ -104,7 +180,8 @@ class Beat:
     def start(self) -> None:
         """Catch up on what passed while no scheduler ran, then fill the heap."""
         last = self.store.last_fires()
-        now = self.clock()
+        now = self.now()
+        self._last_fire = {name: at for name, at in last.items() if name in self.specs}
         self.heap = []
         # Jobs on one schedule in one zone share their first fire after `now`: with 100,000
         # generated schedules a third are such repeats, and they share one datetime too.
@@ -123,6 +200,37 @@ class Beat:
             self.heap.append((fire, name))
         heapq.heapify(self.heap)
         log.info("scheduler: %d schedules loaded", len(self.heap))
+        self._publish_loaded()
+
+    def now(self) -> datetime:
+        """The instant the loop schedules by."""
+        return self.clock()
+
+    def _poll_definitions(self) -> None:
+        """Swap in the jobs folder if it changed; publish what this process runs."""
+        if self.definitions is None:
+            return
+        try:
+            reloaded = self.definitions.poll()
+        except Exception:  # a reload must never stop the schedules already running
+            log.exception("scheduler: reloading the jobs folder failed; the loaded jobs go on")
+            return
+        if reloaded is not None:
+            self.replace(reloaded.specs)
+        if self.definitions.loaded_info() != self._published:
+            self._publish_loaded()
+
+    def _publish_loaded(self) -> None:
+        """Tell the store which definitions this scheduler runs (`sched list` compares)."""
+        if self.definitions is None:
+            return
+        info = self.definitions.loaded_info()
+        ttl_s = max(self.settings.lease_s, 5 * self.settings.reap_every_s)
+        try:
+            self.store.set_loaded(self.process, info, ttl_s)
+        except StoreUnavailable:
+            return  # again with the next reap
+        self._published = info
 
     def run(self) -> None:
         """Loop until stop() is called."""
@@ -134,6 +242,7 @@ class Beat:
         gc.freeze()
         next_reap = next_maintenance = time.monotonic()
         while not self.stopping:
+            self._poll_definitions()
             now = time.monotonic()
             due = min(next_reap, next_maintenance)
             # Housekeeping (tens of ms with many jobs) waits for a gap between fires, but is
@@ -173,18 +282,18 @@ class Beat:
         if not self.heap:
             return True
         room_s = min(HOUSEKEEPING_ROOM_S, self.settings.reap_every_s / 4)
-        return (self.heap[0][0] - self.clock()).total_seconds() > room_s
+        return (self.heap[0][0] - self.now()).total_seconds() > room_s
 
     def step(self) -> None:
         """Enqueue every fire that is due, otherwise sleep towards the earliest."""
         if not self.heap:
             time.sleep(self.settings.max_sleep_s)
             return
-        wait = (self.heap[0][0] - self.clock()).total_seconds()
+        wait = (self.heap[0][0] - self.now()).total_seconds()
         if wait > 0:
             time.sleep(min(wait, self.settings.max_sleep_s))
             return
-        now = self.clock()
+        now = self.now()
         due: list[tuple[datetime, str]] = []
         while self.heap and self.heap[0][0] <= now and len(due) < BATCH:
             due.append(heapq.heappop(self.heap))
@@ -258,12 +367,15 @@ class Beat:
 
     def _fired(self, fires: list[tuple[JobSpec, datetime]], results: list[Enqueued]) -> None:
         """Count and log what an enqueue created: a line per fire for a few, else a summary."""
-        now = self.clock()
+        now = self.now()
         each = logging.INFO if len(fires) <= LOG_EACH else logging.DEBUG
         log_each = log.isEnabledFor(each)
         statuses: Counter[RunStatus] = Counter()
         delays: list[float] = []
         for (spec, fire_at), result in zip(fires, results, strict=True):
+            last = self._last_fire.get(spec.name)
+            if last is None or fire_at > last:
+                self._last_fire[spec.name] = fire_at
             if not result.created or result.status is None:
                 continue
             self.fired += 1
@@ -274,14 +386,20 @@ class Beat:
             if self.metrics is not None:
                 self.metrics.observe_fire(spec.name, delay_ms / 1000, result.status)
             if log_each:
-                log.log(
+                log_event(
+                    log,
                     each,
+                    "enqueued",
                     "fire %s for %s: run %s %s (+%.1f ms)",
                     spec.name,
                     iso(fire_at),
                     result.run_id,
                     result.status,
                     delay_ms,
+                    job=spec.name,
+                    run_id=result.run_id,
+                    status=str(result.status),
+                    delay_ms=round(delay_ms, 1),
                 )
         if each == logging.DEBUG:
             log.info("%s", _summary(fires, statuses, delays))
@@ -294,6 +412,9 @@ class Beat:
         if not fires:
             return
         keep, dropped = policy.catch_up_split(spec.catchup, spec.catchup_limit, fires)
+        last = self._last_fire.get(spec.name)
+        if last is None or fires[-1] > last:
+            self._last_fire[spec.name] = fires[-1]
         if self.metrics is not None:
             for _ in dropped:
                 self.metrics.observe_fire(spec.name, 0.0, RunStatus.MISSED)
@@ -306,23 +427,40 @@ class Beat:
         )
         for fire_at in keep:
             self._fire(spec, fire_at, Trigger.CATCHUP)
-        log.info(
+        log_event(
+            log,
+            logging.INFO,
+            "missed",
             "scheduler: %s missed %d fire(s) since %s: %d run, %d recorded missed",
             spec.name,
             len(fires),
             iso(after),
             len(keep),
             len(dropped),
+            job=spec.name,
+            status=str(RunStatus.MISSED),
+            # The newest one recorded missed, when there is one.
+            run_id=run_id_for(spec.name, dropped[-1]) if dropped else None,
         )
 
     def _reap(self) -> None:
         try:
             self._check_epoch()
             for run_id in self.store.reap(self.settings.lease_s):
-                log.warning("run %s: lost (its worker stopped renewing the lease)", run_id)
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "lost",
+                    "run %s: lost (its worker stopped renewing the lease)",
+                    run_id,
+                    job=run_id.partition("@")[0],
+                    run_id=run_id,
+                    status=str(RunStatus.LOST),
+                )
             self.store.recover_inboxes()
             self.store.promote_due()
             self._observe()
+            self._publish_loaded()
         except StoreUnavailable as exc:
             self.outage.failed(exc, "reaping waits for it")
             return
@@ -341,13 +479,14 @@ class Beat:
             if self.alerter is not None and run.retry is None:
                 self.alerter.run_finished(run)
         if self.alerter is not None and self._late_watched:
-            now = self.clock()
+            now = self.now()
             for run in self.store.history(statuses=PENDING, limit=1000):
                 spec = self.all_specs.get(run.job)
                 if spec is None or run.job not in self._late_watched:
                     continue
                 why = is_late(spec, run, now)
                 if why:
+                    self._log_late(run, why)
                     self.alerter.run_late(run, why)
         if self.metrics is not None:
             queues = {spec.queue for spec in self.all_specs.values()}
@@ -356,6 +495,28 @@ class Beat:
                 running=self.store.running_count(),
                 workers_alive=len(self.store.workers()),
             )
+
+    def _log_late(self, run: Run, why: str) -> None:
+        """One line per late run and attempt (lateness is checked again at every reap)."""
+        key = (run.id, run.attempt)
+        if key in self._late_logged:
+            return
+        self._late_logged[key] = None
+        if len(self._late_logged) > _LATE_REMEMBERED:
+            self._late_logged.popitem(last=False)
+        delay_ms = (self.now() - run.scheduled_for).total_seconds() * 1000
+        log_event(
+            log,
+            logging.WARNING,
+            "late",
+            "run %s: %s",
+            run.id,
+            why,
+            job=run.job,
+            run_id=run.id,
+            status=str(run.status),
+            delay_ms=round(delay_ms, 1),
+        )
 
     def _check_epoch(self) -> None:
         if self.store.claim_epoch() and self._seen_epoch:
