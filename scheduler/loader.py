@@ -33,6 +33,37 @@ from scheduler.options import check_tz
 # helper modules.
 _left: dict[str, list[str]] = {"path": [], "modules": []}
 
+# A file's stat as the reload poll compares it: mtime_ns, ctime_ns, size, inode, device.
+# ctime cannot be set from user space, so a content change hidden by restoring the mtime
+# (os.utime, `touch -r`, `cp -p`) still shows; a file replaced by rename has a new inode.
+StatKey = tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a jobs folder held when it was read: each watched file's stat and content hash.
+
+    The watched files are every `*.py` under the folder (helper modules in `_lib.py` or
+    `_helpers/` included), except in hidden folders and `__pycache__`. `stats` is None when
+    the folder is missing or not a folder.
+    """
+
+    stats: tuple[tuple[str, StatKey], ...] | None
+    # Relative POSIX path -> sha256 of the file's bytes.
+    hashes: Mapping[str, str]
+
+    @property
+    def digest(self) -> str:
+        """sha256 over each file's relative path and content hash: equal folders, equal digest,
+        wherever they are mounted."""
+        return digest_of(self.hashes if self.stats is not None else None)
+
+
+# The last load of each folder: its stamp (taken before importing) and the specs it returned
+# (None when it failed), so a process can tell which disk state the specs it was given came
+# from, even when it starts watching seconds after they were loaded.
+_stamps: dict[str, tuple[Stamp, dict[str, JobSpec] | None]] = {}
+
 
 @dataclass(frozen=True)
 class SettingProblem(Problem):
@@ -54,6 +85,9 @@ def load_jobs(
     """Import every job file under `folder`; the specs by name, ordered by path then line."""
     timeout_s = parse_duration(default_timeout_s, option="default timeout")
     root = Path(os.path.abspath(folder))
+    # Read before importing: a file written during the import shows as changed next time.
+    stamp = read_stamp(root)
+    _stamps[str(root)] = (stamp, None)
     tz, problems = _default_zone(default_tz)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "not found"
@@ -77,7 +111,82 @@ def load_jobs(
     problems = list(dict.fromkeys(collector.problems + _duplicates(specs)))
     if problems:
         raise DefinitionError(sorted(problems, key=lambda p: (p.path, p.line)))
-    return {spec.name: spec for spec in specs}
+    loaded = {spec.name: spec for spec in specs}
+    _stamps[str(root)] = (stamp, loaded)
+    return loaded
+
+
+def folder_stats(root: Path) -> tuple[tuple[str, StatKey], ...] | None:
+    """The stat of every watched file under root, by relative path; None if root is no folder.
+
+    A stat walk, no reads: cheap enough to run every second on a folder of thousands of files.
+    Symlinked folders are not entered (job_files does not enter them either); a symlinked file
+    is stat'ed through the link, so editing its target shows.
+    """
+    if not root.is_dir():
+        return None
+    found: list[tuple[str, StatKey]] = []
+    stack = [(str(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # removed or unreadable meanwhile: the load will say what is wrong
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        stack.append((entry.path, f"{prefix}{entry.name}/"))
+                elif entry.name.endswith(".py"):
+                    st = entry.stat()
+                    key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
+                    found.append((prefix + entry.name, key))
+            except OSError:  # vanished between the listing and the stat
+                continue
+    return tuple(sorted(found))
+
+
+def read_stamp(root: Path) -> Stamp:
+    """Stat the watched files, then hash them (in that order: a write between the two shows
+    as a changed stat at the next look, never as a change missed)."""
+    stats = folder_stats(root)
+    hashes: dict[str, str] = {}
+    for rel, _key in stats or ():
+        try:
+            hashes[rel] = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+        except OSError as exc:  # unreadable or gone: a state of its own, the load reports it
+            hashes[rel] = f"unreadable: {exc.strerror or exc}"
+    return Stamp(stats, hashes)
+
+
+def digest_of(hashes: Mapping[str, str] | None) -> str:
+    """The digest of a folder whose files hash as given (None: no folder at all)."""
+    total = hashlib.sha256()
+    if hashes is None:
+        total.update(b"no folder\0")
+    else:
+        for rel in sorted(hashes):
+            total.update(f"{rel}\0{hashes[rel]}\n".encode())
+    return total.hexdigest()
+
+
+def last_stamp(folder: str | Path, specs: Mapping[str, JobSpec] | None = None) -> Stamp | None:
+    """The stamp of the last load of folder in this process (or its parent, before a fork).
+
+    With `specs`, only if that load succeeded and returned these very definitions.
+    """
+    entry = _stamps.get(os.path.abspath(folder))
+    if entry is None:
+        return None
+    stamp, loaded = entry
+    if specs is None:
+        return stamp
+    if loaded is None or loaded.keys() != specs.keys():
+        return None
+    return stamp if all(loaded[name] is spec for name, spec in specs.items()) else None
 
 
 def _default_zone(given: str | None) -> tuple[str | None, list[Problem]]:
