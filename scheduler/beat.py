@@ -26,9 +26,19 @@ from typing import Protocol
 from scheduler import cron, policy
 from scheduler.alerts import Alerter, is_late
 from scheduler.cli_output import log_event
-from scheduler.errors import StoreCorrupt, StoreUnavailable
+from scheduler.errors import StoreCorrupt, StoreError, StoreUnavailable
 from scheduler.metrics import Metrics
-from scheduler.model import PENDING, JobSpec, Run, RunStatus, Trigger, iso, run_id_for
+from scheduler.model import (
+    PENDING,
+    JobSpec,
+    Run,
+    RunStatus,
+    Trigger,
+    format_seconds,
+    from_ms,
+    iso,
+    run_id_for,
+)
 from scheduler.outage import Outage
 from scheduler.policy import next_fire, run_policy
 from scheduler.store import Enqueued, Fire, FireSettings, Retention, Store, fire_settings
@@ -49,6 +59,11 @@ class BeatSettings:
     max_sleep_s: float = 0.5
     lease_s: float = 15.0
     retention: Retention = Retention()
+    # The system clock moving this much more (or less) than the monotonic clock between two
+    # turns of the loop is a jump (NTP slews far slower; a pause moves both clocks alike).
+    clock_jump_s: float = 2.0
+    # At start, a system clock this far from Redis's: the loop schedules by Redis's clock.
+    clock_skew_s: float = 60.0
 
 
 # Fires due together are enqueued in store calls of at most this many.
@@ -88,6 +103,15 @@ class JobsFolder(Protocol):
     def loaded_info(self) -> dict[str, str]: ...
 
 
+@dataclass(frozen=True)
+class ClockJump:
+    """A jump of the system clock the loop saw and has not yet told apart (see check_clock)."""
+
+    skew_s: float  # how far the system clock moved beyond the monotonic clock
+    at: datetime  # the loop's time when it happened
+    offset: timedelta  # the correction in force before it
+
+
 def same_schedule(a: JobSpec, b: JobSpec) -> bool:
     """Whether two definitions of a job fire at the same instants."""
     return (a.cron, a.every_s, a.tz) == (b.cron, b.every_s, b.tz)
@@ -106,6 +130,8 @@ class Beat:
         alerter: Alerter | None = None,
         metrics: Metrics | None = None,
         definitions: JobsFolder | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        reference: Callable[[], datetime] | None = None,
     ) -> None:
         self.store = store
         self.alerter = alerter
@@ -114,6 +140,20 @@ class Beat:
         self._use(specs)
         self.settings = settings or BeatSettings()
         self.clock = clock
+        self.monotonic = monotonic
+        # The second clock that tells a jump of `clock` from a correction of it: Redis's (the
+        # one run records are stamped with) for the system clock; none for an injected clock
+        # unless the caller gives one.
+        if reference is None and clock is now_utc:
+            reference = self._redis_time
+        self.reference = reference
+        # now() = clock() + offset: non-zero while the system clock is believed wrong.
+        self.offset = timedelta(0)
+        self._seen: tuple[datetime, float] | None = None
+        self._gap_s: float | None = None  # reference - now(), when last measured
+        self._jump: ClockJump | None = None
+        # The span an accepted forward jump skipped: fires in it are caught up, and say why.
+        self._skipped: tuple[datetime, datetime, str] | None = None
         self.heap: list[tuple[datetime, str]] = []
         self.stopping = False
         self.outage = Outage(log, "scheduler")
@@ -179,6 +219,7 @@ class Beat:
 
     def start(self) -> None:
         """Catch up on what passed while no scheduler ran, then fill the heap."""
+        self._sync_with_reference()
         last = self.store.last_fires()
         now = self.now()
         self._last_fire = {name: at for name, at in last.items() if name in self.specs}
@@ -203,8 +244,138 @@ class Beat:
         self._publish_loaded()
 
     def now(self) -> datetime:
-        """The instant the loop schedules by."""
-        return self.clock()
+        """The instant the loop schedules by: the system clock, corrected after a bad jump."""
+        return self.clock() + self.offset
+
+    # -- the clock ----------------------------------------------------------------------
+    #
+    # Fire instants are instants of the system clock, and the loop reads it before every
+    # step. A jump of that clock is seen against the monotonic clock (between two turns of
+    # the loop) and told apart with a second clock, Redis's TIME: when Redis's clock moved
+    # with it, the jump was a correction (or the host slept) and the fires it skipped are
+    # caught up, each job by its catchup policy, with a reason naming the jump; when Redis's
+    # clock did not, the system clock is wrong and the loop goes on by the time it had,
+    # carried forward by the monotonic clock, so no fire starts early. Until Redis answers,
+    # the loop keeps that corrected time. A backward jump makes no fire twice either way.
+
+    def _redis_time(self) -> datetime:
+        return from_ms(self.store.server_time_ms())
+
+    def _sync_with_reference(self) -> None:
+        """At start: measure the reference clock against ours (the jump no loop saw)."""
+        self._seen = (self.clock(), self.monotonic())
+        if self.reference is None:
+            return
+        reference = self.reference()
+        # Read after the reference: the gap errs by the round trip towards later fires.
+        gap_s = (reference - self.clock()).total_seconds()
+        if abs(gap_s) > self.settings.clock_skew_s:
+            self.offset = timedelta(seconds=gap_s)
+            log.warning(
+                "scheduler: the system clock is %s %s Redis's clock: fires follow Redis's "
+                "clock, which run records are stamped with",
+                format_seconds(round(abs(gap_s), 1)),
+                "behind" if gap_s > 0 else "ahead of",
+            )
+        else:
+            self.offset = timedelta(0)
+        self._gap_s = gap_s - self.offset.total_seconds()
+
+    def check_clock(self) -> None:
+        """Look for a jump of the system clock since the last call (each turn of the loop)."""
+        wall, mono = self.clock(), self.monotonic()
+        seen, self._seen = self._seen, (wall, mono)
+        if seen is None:
+            return
+        elapsed_s = mono - seen[1]
+        skew_s = (wall - seen[0]).total_seconds() - elapsed_s
+        if abs(skew_s) <= self.settings.clock_jump_s:
+            return
+        at = seen[0] + self.offset + timedelta(seconds=elapsed_s)
+        pending = self._jump
+        if pending is not None:  # jumped again before the first was told apart
+            skew_s += pending.skew_s
+            at = pending.at
+        before = pending.offset if pending is not None else self.offset
+        # Until told apart: the time the loop had, carried on by the monotonic clock.
+        self.offset = before - timedelta(seconds=skew_s)
+        self._jump = ClockJump(skew_s, at, before)
+        self._tell_jump_apart()
+        if self._jump is not None:
+            log.warning(
+                "scheduler: the system clock jumped %s at %s; until Redis's clock tells "
+                "whether it was right, fires follow the time before the jump",
+                _jump_text(skew_s),
+                iso(at),
+            )
+
+    def _tell_jump_apart(self) -> None:
+        """Decide a pending jump with the reference clock; leave it pending if it cannot."""
+        jump = self._jump
+        if jump is None:
+            return
+        if self.reference is None:
+            accepted = True
+        else:
+            try:
+                reference = self.reference()
+            except StoreError:
+                return
+            wall = self.clock()
+            gap_s = self._gap_s or 0.0
+            kept = abs((reference - (wall + self.offset)).total_seconds() - gap_s)
+            moved = abs((reference - (wall + jump.offset)).total_seconds() - gap_s)
+            accepted = moved < kept
+        self._jump = None
+        text = _jump_text(jump.skew_s)
+        if accepted:
+            self.offset = jump.offset
+            if jump.skew_s > 0:
+                skipped_to = jump.at + timedelta(seconds=jump.skew_s)
+                self._skipped = (jump.at, skipped_to, f"the clock jumped {text} at {iso(jump.at)}")
+                what = "fires it skipped are caught up by each job's catchup policy"
+            else:
+                what = "fires already made are not made again; the next ones wait for their time"
+            log.warning(
+                "scheduler: the system clock jumped %s at %s%s: %s",
+                text,
+                iso(jump.at),
+                "" if self.reference is None else ", and Redis's clock with it",
+                what,
+            )
+            return
+        if abs(self.offset.total_seconds()) <= self.settings.clock_jump_s:
+            # Put right: what is left is the noise of measuring two clocks, not a jump.
+            self.offset = timedelta(0)
+        if self.offset:
+            by = format_seconds(round(abs(self.offset.total_seconds()), 1))
+            way = "behind" if self.offset < timedelta(0) else "ahead of"
+            follow = f"fires follow the corrected time, {by} {way} the system clock"
+        else:
+            follow = "fires follow the system clock again"
+        log.warning(
+            "scheduler: the system clock jumped %s at %s, but Redis's clock did not: %s",
+            text,
+            iso(jump.at),
+            follow,
+        )
+
+    def _measure_reference(self) -> None:
+        """Refresh how far the reference clock is from ours (with each reap)."""
+        self.check_clock()
+        if self._jump is not None:
+            self._tell_jump_apart()
+            return
+        if self.reference is not None:
+            reference = self.reference()
+            self._gap_s = (reference - self.now()).total_seconds()
+
+    def _skip_reason(self, fire_at: datetime) -> str | None:
+        """Why a late fire at `fire_at` is late, when an accepted jump skipped it."""
+        if self._skipped is None:
+            return None
+        start, end, why = self._skipped
+        return why if start < fire_at <= end else None
 
     def _poll_definitions(self) -> None:
         """Swap in the jobs folder if it changed; publish what this process runs."""
@@ -242,6 +413,7 @@ class Beat:
         gc.freeze()
         next_reap = next_maintenance = time.monotonic()
         while not self.stopping:
+            self.check_clock()
             self._poll_definitions()
             now = time.monotonic()
             due = min(next_reap, next_maintenance)
@@ -323,7 +495,7 @@ class Beat:
             spec = self.specs[name]
             if (now - fire_at).total_seconds() > self.settings.late_after_s:
                 # Asleep, stopped or the clock jumped: treat the gap like downtime.
-                self._catch_up(spec, fire_at - timedelta(microseconds=1), now)
+                self._catch_up(spec, fire_at - _MICROSECOND, now, self._skip_reason(fire_at))
                 following.append((next_fire(spec, now), name))
                 continue
             batch.append((spec, fire_at))
@@ -404,8 +576,11 @@ class Beat:
         if each == logging.DEBUG:
             log.info("%s", _summary(fires, statuses, delays))
 
-    def _catch_up(self, spec: JobSpec, after: datetime, now: datetime) -> None:
-        """Apply the job's catch-up policy to the fires in (after, now]."""
+    def _catch_up(
+        self, spec: JobSpec, after: datetime, now: datetime, cause: str | None = None
+    ) -> None:
+        """Apply the job's catch-up policy to the fires in (after, now]; `cause`: why they
+        were not made in time, when not because no scheduler was running."""
         fires = cron.fires_between(
             spec.cron, spec.every_s, spec.tz, after, now, policy.CATCH_UP_SCAN
         )
@@ -423,7 +598,7 @@ class Beat:
             [(run_id_for(spec.name, fire_at), fire_at) for fire_at in dropped],
             queue=spec.queue,
             timeout_s=spec.timeout_s,
-            reason=policy.missed_reason(spec.catchup),
+            reason=policy.missed_reason(spec.catchup, cause),
         )
         for fire_at in keep:
             self._fire(spec, fire_at, Trigger.CATCHUP)
@@ -445,6 +620,7 @@ class Beat:
 
     def _reap(self) -> None:
         try:
+            self._measure_reference()
             self._check_epoch()
             for run_id in self.store.reap(self.settings.lease_s):
                 log_event(
@@ -537,6 +713,11 @@ class Beat:
             self.outage.failed(exc, "retention waits for it")
         except StoreCorrupt as exc:
             log.error("scheduler: retention stopped at data that cannot be used: %s", exc)
+
+
+def _jump_text(skew_s: float) -> str:
+    way = "forward" if skew_s > 0 else "back"
+    return f"{way} {format_seconds(round(abs(skew_s), 1))}"
 
 
 def _summary(

@@ -142,9 +142,10 @@ def catch_up_split(
     return keep, list(fires[: len(fires) - len(keep)])
 
 
-def missed_reason(catchup: Catchup) -> str:
-    """The reason a fire dropped by catch-up is recorded with."""
-    return f"no scheduler was running (catchup={catchup})"
+def missed_reason(catchup: Catchup, cause: str | None = None) -> str:
+    """The reason a fire dropped by catch-up is recorded with; `cause`, when it was not made
+    in time for another reason than no scheduler running (a jump of the clock)."""
+    return f"{cause or 'no scheduler was running'} (catchup={catchup})"
 
 
 @dataclass(frozen=True)
