@@ -52,21 +52,28 @@ def _setup_logging(log_format: str = "human") -> None:
 
 
 def _load(cfg: Config) -> dict[str, JobSpec]:
-    from scheduler.durations import parse_duration
-    from scheduler.errors import DefinitionError, InvalidOption
+    from scheduler.errors import DefinitionError
     from scheduler.loader import load_jobs
 
-    timeout_s = 3600.0
-    if cfg.default_timeout:
-        try:
-            timeout_s = parse_duration(cfg.default_timeout, option="--default-timeout")
-        except InvalidOption as exc:
-            _fail(f"{exc}; expected {exc.expected}", EXIT_USAGE)
     try:
-        return load_jobs(cfg.jobs, default_timeout_s=timeout_s)
+        return load_jobs(cfg.jobs, default_timeout_s=_default_timeout_s(cfg))
     except DefinitionError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
+
+
+def _default_timeout_s(cfg: Config) -> float:
+    """--default-timeout in seconds (exit 2 when it is no duration)."""
+    from scheduler.durations import parse_duration
+    from scheduler.errors import InvalidOption
+    from scheduler.model import DEFAULT_TIMEOUT_S
+
+    if not cfg.default_timeout:
+        return DEFAULT_TIMEOUT_S
+    try:
+        return parse_duration(cfg.default_timeout, option="--default-timeout")
+    except InvalidOption as exc:
+        _fail(f"{exc}; expected {exc.expected}", EXIT_USAGE)
 
 
 @contextmanager
@@ -1085,6 +1092,15 @@ def _timing_options(func: Any) -> Any:
     return func
 
 
+def _watch_option(func: Any) -> Any:
+    return click.option(
+        "--no-watch",
+        is_flag=True,
+        envvar="SCHED_NO_WATCH",
+        help="Do not watch the jobs folder for changes; reload it only on SIGHUP.",
+    )(func)
+
+
 def _metrics_option(func: Any) -> Any:
     return click.option(
         "--metrics-port",
@@ -1208,6 +1224,7 @@ def web(cfg: Config, bind: str, read_only: bool, token: str | None) -> None:
     "anything but loopback needs SCHED_WEB_TOKEN).",
 )
 @click.option("--no-web", is_flag=True, envvar="SCHED_NO_WEB", help="Do not serve the dashboard.")
+@_watch_option
 @click.pass_obj
 def run(
     cfg: Config,
@@ -1219,6 +1236,7 @@ def run(
     metrics_port: int | None,
     web_bind: str | None,
     no_web: bool,
+    no_watch: bool,
 ) -> None:
     """Start the scheduler and workers (and an embedded Redis unless --redis-url is given).
 
@@ -1286,6 +1304,8 @@ def run(
             timings=timings,
             metrics_port=metrics_port,
             web=web_settings,
+            default_timeout_s=_default_timeout_s(cfg),
+            watch=not no_watch,
         )
         if web_settings is not None:
             logging.getLogger("sched").info("sched: dashboard on %s", web_settings.url)
@@ -1378,6 +1398,7 @@ def _check_metrics_port(port: int | None) -> None:
 @cli.command()
 @_timing_options
 @_metrics_option
+@_watch_option
 @click.pass_obj
 def scheduler(
     cfg: Config,
@@ -1385,6 +1406,7 @@ def scheduler(
     lease: str,
     warm_timeout: str | None,
     metrics_port: int | None,
+    no_watch: bool,
 ) -> None:
     """Run only the scheduler loop (several may run against one Redis).
 
@@ -1402,7 +1424,14 @@ def scheduler(
         url = store.url
         _warn_unserved(store, specs, ())
     plan = Plan(
-        specs, url, cfg.namespace, timings=_timings(grace, lease), metrics_port=metrics_port
+        specs,
+        url,
+        cfg.namespace,
+        jobs=cfg.jobs,
+        timings=_timings(grace, lease),
+        metrics_port=metrics_port,
+        default_timeout_s=_default_timeout_s(cfg),
+        watch=not no_watch,
     )
     sys.exit(run_scheduler(plan))
 
@@ -1419,6 +1448,7 @@ def scheduler(
 )
 @_timing_options
 @_metrics_option
+@_watch_option
 @click.pass_obj
 def worker(
     cfg: Config,
@@ -1428,6 +1458,7 @@ def worker(
     lease: str,
     warm_timeout: str | None,
     metrics_port: int | None,
+    no_watch: bool,
 ) -> None:
     """Run worker processes only.
 
@@ -1455,6 +1486,8 @@ def worker(
         queues=tuple(queues),
         timings=timings,
         metrics_port=metrics_port,
+        default_timeout_s=_default_timeout_s(cfg),
+        watch=not no_watch,
     )
     if n_workers == 1 and metrics_port is None:
         sys.exit(run_worker(plan))
