@@ -51,7 +51,12 @@ def _setup_logging(log_format: str = "human") -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
-def _load(cfg: Config) -> dict[str, JobSpec]:
+def _load(cfg: Config, *, compare: bool = False) -> dict[str, JobSpec]:
+    """The jobs folder's definitions, or every problem and exit 2.
+
+    With `compare` (`check`, `list`), an invalid folder also says what the live processes
+    keep running meanwhile.
+    """
     from scheduler.errors import DefinitionError
     from scheduler.loader import load_jobs
 
@@ -59,6 +64,12 @@ def _load(cfg: Config) -> dict[str, JobSpec]:
         return load_jobs(cfg.jobs, default_timeout_s=_default_timeout_s(cfg))
     except DefinitionError as exc:
         click.echo(str(exc), err=True)
+        if compare:
+            from scheduler.cli_checks import still_running
+
+            loaded, _why_not = _running(cfg)
+            for line in still_running(loaded or {}, int(time.time() * 1000)):
+                click.echo(line, err=True)
         sys.exit(EXIT_USAGE)
 
 
@@ -77,8 +88,13 @@ def _default_timeout_s(cfg: Config) -> float:
 
 
 @contextmanager
-def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Store]:
-    """A connected Store: the given URL, the running embedded server, or a temporary one."""
+def _store(
+    cfg: Config, *, start_if_needed: bool = True, runtime_code: int = EXIT_RUNTIME
+) -> Iterator[Store]:
+    """A connected Store: the given URL, the running embedded server, or a temporary one.
+
+    No Redis, or Redis failing meanwhile, exits `runtime_code` with the reason.
+    """
     from scheduler import embedded
     from scheduler.errors import StoreError
     from scheduler.store import Store
@@ -93,7 +109,8 @@ def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Store]:
             if not start_if_needed or not cfg.state_dir.is_dir():
                 _fail(
                     f"no Redis: nothing is running in {cfg.state_dir}/ and no --redis-url / "
-                    "SCHED_REDIS_URL was given; start `sched run` first"
+                    "SCHED_REDIS_URL was given; start `sched run` first",
+                    runtime_code,
                 )
             server = _open_state_dir(cfg.state_dir)
             url = server.url if server is not None else url
@@ -103,7 +120,7 @@ def _store(cfg: Config, *, start_if_needed: bool = True) -> Iterator[Store]:
             store.ping()
             yield store
         except StoreError as exc:
-            _fail(str(exc))
+            _fail(str(exc), runtime_code)
     finally:
         store.close()
         if server is not None:
@@ -299,10 +316,54 @@ def check(cfg: Config) -> None:
     """
     from scheduler.loader import summarize
 
-    specs = _load(cfg)
+    specs = _load(cfg, compare=True)
     _check_hooks_env()
     click.echo(summarize(specs, cfg.jobs))
     for line in _dst_warnings(specs.values(), datetime.now(UTC)):
+        click.echo(line, err=True)
+    loaded, why_not = _running(cfg)
+    if loaded is None:
+        click.echo(f"not compared with running processes: {why_not}", err=True)
+    else:
+        _say_differs(cfg, loaded, in_sync=True)
+
+
+def _running(cfg: Config) -> tuple[dict[str, dict[str, str]] | None, str]:
+    """What each live scheduler and worker runs (Store.loaded()), or None and why not.
+
+    Never starts a server and never waits long: for `check`, which must work offline.
+    """
+    from scheduler import embedded
+    from scheduler.errors import StoreError
+    from scheduler.store import Store
+
+    url = _checked_url(cfg)
+    if url is None:
+        url = embedded.socket_url(cfg.state_dir)
+        if not embedded.is_alive(url):
+            return None, f"none runs in {cfg.state_dir}/ and no --redis-url was given"
+    try:
+        store = Store(url, cfg.namespace, socket_timeout_s=2.0)
+    except (StoreError, ValueError) as exc:
+        return None, str(exc)
+    try:
+        store.ping()
+        return store.loaded(), ""
+    except StoreError as exc:
+        return None, f"could not read what they run: {exc}"
+    finally:
+        store.close()
+
+
+def _say_differs(cfg: Config, loaded: dict[str, dict[str, str]], *, in_sync: bool) -> None:
+    """Warn (stderr) about live processes running other definitions than the folder holds."""
+    from scheduler.cli_checks import running_differs, running_same
+    from scheduler.reload import folder_digest
+
+    lines = running_differs(folder_digest(cfg.jobs), cfg.jobs, loaded, int(time.time() * 1000))
+    if not lines and in_sync and loaded:
+        lines = [running_same(loaded)]
+    for line in lines:
         click.echo(line, err=True)
 
 
@@ -444,8 +505,8 @@ def list_cmd(cfg: Config, as_json: bool, utc: bool) -> None:
     from scheduler import display
     from scheduler.cli_output import fit_table, terminal_width
 
-    specs = _load(cfg)
-    last, paused = _last_and_paused(cfg, specs)
+    specs = _load(cfg, compare=True)
+    last, paused, loaded = _last_and_paused(cfg, specs)
     from scheduler import cli_output
 
     now = datetime.now(UTC)
@@ -453,6 +514,8 @@ def list_cmd(cfg: Config, as_json: bool, utc: bool) -> None:
         cli_output.list_row(spec, last.get(spec.name), spec.name in paused, now)
         for spec in specs.values()
     ]
+    if loaded:
+        _say_differs(cfg, loaded, in_sync=False)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -486,24 +549,27 @@ def _local_and_utc(moment: datetime, utc: bool) -> str:
     return f"{display.when(moment)} ({moment.astimezone(UTC).strftime('%H:%M:%SZ')})"
 
 
-def _last_and_paused(cfg: Config, specs: dict[str, JobSpec]) -> tuple[dict[str, Run], set[str]]:
-    """Last run per job and paused jobs, when a Redis is reachable (list works without)."""
+def _last_and_paused(
+    cfg: Config, specs: dict[str, JobSpec]
+) -> tuple[dict[str, Run], set[str], dict[str, dict[str, str]]]:
+    """Last run per job, paused jobs and what the live processes run, when a Redis is
+    reachable (list works without)."""
     from scheduler import embedded
     from scheduler.errors import StoreError, StoreUnavailable
     from scheduler.store import Store
 
     url = cfg.redis_url or embedded.socket_url(cfg.state_dir)
     if not cfg.redis_url and not embedded.is_alive(url):
-        return {}, set()
+        return {}, set(), {}
     store = Store(url, cfg.namespace)
     try:
         try:
             store.ping()
         except StoreError as exc:
             _fail(str(exc))
-        return store.last_runs(list(specs)), store.paused_jobs()
+        return store.last_runs(list(specs)), store.paused_jobs(), store.loaded()
     except StoreUnavailable:
-        return {}, set()  # it went away meanwhile: the definitions still list
+        return {}, set(), {}  # it went away meanwhile: the definitions still list
     finally:
         store.close()
 
@@ -900,14 +966,23 @@ def _without_header(text: str) -> str:
 
 @cli.command()
 @click.argument("job")
-@click.option("--wait", is_flag=True, help="Wait for the end; exit with the job's exit code.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the run to end and exit as the job would under timeout(1): 0 completed, "
+    "the job's exit code when it failed (1 for an exception), 124 timed-out, 128+N killed by "
+    "signal N, 125 when sched could not carry it to an end (lost, skipped, no live worker "
+    "serves its queue, Redis unreachable).",
+)
 @click.pass_obj
 def trigger(cfg: Config, job: str, wait: bool) -> None:
     """Run a job now (trigger `manual`), whatever its schedule.
 
+    Without --wait: exit 0 once the run is queued.
+
     \b
     Example:
-      sched trigger examples.tick --wait
+      sched trigger examples.tick --wait && echo done
     """
     from scheduler import actions
 
@@ -915,16 +990,41 @@ def trigger(cfg: Config, job: str, wait: bool) -> None:
     if job not in specs:
         _no_such_job(cfg, job, specs)
     spec = specs[job]
-    with _store(cfg, start_if_needed=False) as store:
+    runtime_code = EXIT_NOT_CARRIED if wait else EXIT_RUNTIME
+    with _store(cfg, start_if_needed=False, runtime_code=runtime_code) as store:
         run_id = actions.trigger(store, spec)
         click.echo(f"queued {run_id}")
         if not wait:
             return
         run = _wait_final(store, run_id, spec.queue)
     click.echo(f"{run.id}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
+    sys.exit(wait_exit_code(run))
+
+
+EXIT_TIMED_OUT = 124
+"""`trigger --wait` of a run that timed out (as timeout(1) exits)."""
+EXIT_NOT_CARRIED = 125
+"""`trigger --wait` when sched could not carry the run to an end (as timeout(1) exits when it
+fails itself): lost, skipped, no live worker for its queue, Redis unreachable."""
+
+
+def wait_exit_code(run: Run) -> int:
+    """The exit code of `sched trigger --wait` for a run that ended (docs/cli.md)."""
+    import signal
+
     if run.status is RunStatus.COMPLETED:
-        sys.exit(0)
-    sys.exit(run.exit_code or 1)
+        return 0
+    if run.status is RunStatus.TIMED_OUT:
+        return EXIT_TIMED_OUT
+    if run.status is RunStatus.KILLED:
+        try:
+            return 128 + signal.Signals[run.signal or ""].value
+        except KeyError:  # asked to stop, it exited by itself: the stop was a SIGTERM
+            return 128 + signal.SIGTERM.value
+    if run.status is RunStatus.FAILED:
+        code = run.exit_code
+        return code if code is not None and 0 < code < 256 else 1
+    return EXIT_NOT_CARRIED  # lost, skipped, missed: the job did not run to an end
 
 
 def _no_such_job(cfg: Config, job: str, specs: dict[str, JobSpec]) -> NoReturn:
@@ -942,8 +1042,8 @@ NO_WORKER_PATIENCE_S = 3.0
 
 
 def _wait_final(store: Store, run_id: str, queue: str) -> Run:
-    """Poll until the run ends; give up (exit 1) while it is queued and no live worker serves
-    its queue, rather than wait for ever."""
+    """Poll until the run ends; give up (exit 125) while it is queued and no live worker
+    serves its queue, rather than wait for ever."""
     delay = 0.05
     unserved_since: float | None = None
     while True:
@@ -955,7 +1055,8 @@ def _wait_final(store: Store, run_id: str, queue: str) -> Run:
             if time.monotonic() - unserved_since >= NO_WORKER_PATIENCE_S:
                 _fail(
                     f"no live worker serves queue {queue!r}: {run_id} stays queued until one "
-                    f"does (`sched worker --queue {queue}`, or `sched run`); not waiting"
+                    f"does (`sched worker --queue {queue}`, or `sched run`); not waiting",
+                    EXIT_NOT_CARRIED,
                 )
         else:
             unserved_since = None

@@ -102,3 +102,87 @@ def unserved_warnings(
         )
         lines.append((queue, text))
     return lines
+
+
+def _process_name(process: str) -> str:
+    """`scheduler:host:123` -> `scheduler host:123`; `worker:host:456:ab12` -> `worker ...`."""
+    kind, _, rest = process.partition(":")
+    return f"{kind} {rest}" if rest else process
+
+
+def _loaded_text(info: Mapping[str, str], now_ms: int) -> str:
+    """`4 jobs loaded 3m ago`."""
+    from datetime import UTC, datetime
+
+    from scheduler.display import ago
+
+    jobs = info.get("jobs", "?")
+    loaded_at = info.get("loaded_at", "")
+    when = ""
+    if loaded_at.isdigit():
+        moment = datetime.fromtimestamp(int(loaded_at) / 1000, UTC)
+        when = " loaded " + ago(moment, datetime.fromtimestamp(now_ms / 1000, UTC))
+    return f"{jobs} job{'' if jobs == '1' else 's'}{when}"
+
+
+def running_differs(
+    disk_digest: str,
+    folder: Path,
+    loaded: Mapping[str, Mapping[str, str]],
+    now_ms: int,
+) -> list[str]:
+    """What `sched list`/`check` say when live processes run other definitions than the
+    folder on disk holds: a warning, then one line per such process with what to do. Empty
+    when every live process runs exactly what is on disk."""
+    differ = {p: info for p, info in sorted(loaded.items()) if info.get("digest") != disk_digest}
+    if not differ:
+        return []
+    shown = f"{folder}".rstrip("/") + "/"
+    lines = [
+        f"warning: what runs differs from what is on disk in {shown}: {len(differ)} of "
+        f"{len(loaded)} running process{'es' if len(loaded) != 1 else ''} run other definitions"
+    ]
+    for process, info in differ.items():
+        what = _loaded_text(info, now_ms)
+        problems = info.get("problems", "0")
+        if problems not in ("", "0"):
+            advice = (
+                f"found {problems} problem{'s' if problems != '1' else ''} in its jobs folder and "
+                f"keeps running the {what} until they are fixed (its log lists them)"
+            )
+        elif info.get("watch") == "0":
+            advice = f"runs the {what} and does not watch the folder (--no-watch): send it SIGHUP"
+        else:
+            advice = f"runs the {what}; it reloads a change within 2 s (if this stays, see its log)"
+        elsewhere = info.get("folder", "")
+        if elsewhere and os.path.abspath(folder) != elsewhere:
+            advice += f"; it runs the folder {elsewhere}"
+        lines.append(f"  {_process_name(process)}: {advice}")
+    return lines
+
+
+def still_running(loaded: Mapping[str, Mapping[str, str]], now_ms: int) -> list[str]:
+    """After the problems of an invalid folder: what the live processes keep running."""
+    if not loaded:
+        return []
+    count = len(loaded)
+    lines = [
+        f"the {count} running process{'es' if count != 1 else ''} keep{'s' if count == 1 else ''} "
+        "running the previous definitions until the folder is fixed:"
+    ]
+    for process, info in sorted(loaded.items()):
+        lines.append(f"  {_process_name(process)}: {_loaded_text(info, now_ms)}")
+    return lines
+
+
+def running_same(loaded: Mapping[str, Mapping[str, str]]) -> str:
+    """`the 3 running processes (1 scheduler, 2 workers) run these definitions`."""
+    kinds: dict[str, int] = {}
+    for process in loaded:
+        kind = process.partition(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    parts = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in sorted(kinds.items()))
+    count = len(loaded)
+    if count == 1:
+        return f"the running {parts} runs these definitions"
+    return f"the {count} running processes ({parts}) run these definitions"
