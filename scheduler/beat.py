@@ -21,7 +21,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from scheduler import cron, policy
 from scheduler.alerts import Alerter, is_late
@@ -42,6 +42,9 @@ from scheduler.model import (
 from scheduler.outage import Outage
 from scheduler.policy import next_fire, run_policy
 from scheduler.store import Enqueued, Fire, FireSettings, Retention, Store, fire_settings
+
+if TYPE_CHECKING:
+    from scheduler.reload import Definitions
 
 log = logging.getLogger("sched.scheduler")
 
@@ -88,21 +91,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-class Reload(Protocol):
-    """What Definitions.poll() returns on a change (scheduler.reload.Reloaded)."""
-
-    @property
-    def specs(self) -> dict[str, JobSpec]: ...
-
-
-class JobsFolder(Protocol):
-    """The part of scheduler.reload.Definitions the loop uses."""
-
-    def poll(self) -> Reload | None: ...
-
-    def loaded_info(self) -> dict[str, str]: ...
-
-
 @dataclass(frozen=True)
 class ClockJump:
     """A jump of the system clock the loop saw and has not yet told apart (see check_clock)."""
@@ -129,7 +117,7 @@ class Beat:
         *,
         alerter: Alerter | None = None,
         metrics: Metrics | None = None,
-        definitions: JobsFolder | None = None,
+        definitions: Definitions | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         reference: Callable[[], datetime] | None = None,
     ) -> None:

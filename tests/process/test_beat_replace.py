@@ -6,11 +6,16 @@ moment, and reads back from Redis which fire instants were enqueued for each job
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from scheduler.beat import Beat, BeatSettings
+from scheduler.loader import load_jobs
 from scheduler.model import JobSpec
+from scheduler.reload import Definitions
 from scheduler.store import Store
+from tests.helpers import wait_for
 
 T0 = datetime(2026, 11, 27, 10, 0, 30, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -155,3 +160,36 @@ def test_other_settings_change_without_moving_the_next_fire(store: Store) -> Non
     c.walk(T0 + 2 * MINUTE)
     runs = sorted(store.history(job="a", limit=10), key=lambda r: r.scheduled_for)
     assert [(r.timeout_s, r.queue) for r in runs] == [(5.0, "default"), (9.0, "heavy")]
+
+
+def write_jobs(folder: Path, body: str) -> None:
+    (folder / "reloaded.py").write_text("from scheduler import job\n\n" + body)
+
+
+def test_the_loop_swaps_in_a_changed_jobs_folder_and_publishes_it(
+    store: Store, tmp_path: Path
+) -> None:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    write_jobs(folder, '@job(every="0.2s", overlap="allow")\ndef fast() -> None: ...\n')
+    definitions = Definitions(folder, load_jobs(folder), who="scheduler", every_s=0.05)
+    beat = Beat(store, definitions.specs, BeatSettings(max_sleep_s=0.02), definitions=definitions)
+    thread = threading.Thread(target=beat.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(store.history(job="reloaded.fast", limit=3)) >= 3, 10, "fast fires")
+        published = wait_for(lambda: store.loaded().get(beat.process), 10, "set_loaded")
+        assert published["digest"] == definitions.digest
+        # fast is removed, slow added: the loop's next poll swaps them.
+        write_jobs(folder, '@job(every="0.3s", overlap="allow")\ndef slow() -> None: ...\n')
+        wait_for(lambda: store.history(job="reloaded.slow", limit=1), 15, "the new job fires")
+        fast_after = len(store.history(job="reloaded.fast", limit=1000))
+        wait_for(lambda: len(store.history(job="reloaded.slow", limit=3)) >= 3, 10, "3 fires")
+        assert len(store.history(job="reloaded.fast", limit=1000)) == fast_after
+        assert store.loaded()[beat.process]["digest"] == definitions.digest != published["digest"]
+    finally:
+        beat.stop()
+        thread.join(5)
+    slow = sorted(r.scheduled_for for r in store.history(job="reloaded.slow", limit=100))
+    assert len(slow) == len(set(slow))
+    assert {b - a for a, b in zip(slow, slow[1:], strict=False)} == {timedelta(seconds=0.3)}
