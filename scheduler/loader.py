@@ -6,6 +6,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import os
+import stat
 import sys
 import types
 from collections.abc import Iterable, Iterator, Mapping
@@ -117,14 +118,25 @@ def load_jobs(
 
 
 def folder_stats(root: Path) -> tuple[tuple[str, StatKey], ...] | None:
-    """The stat of every watched file under root, by relative path; None if root is no folder.
+    """The stat of every watched file under root, by relative path; None if root is no folder."""
+    return walk_folder(root)[0]
+
+
+def walk_folder(root: Path) -> tuple[tuple[tuple[str, StatKey], ...] | None, int]:
+    """folder_stats(root), and when the folder last changed (ns since the epoch): the newest
+    mtime or ctime of its watched files and of its folders (a removal changes its folder's).
 
     A stat walk, no reads: cheap enough to run every second on a folder of thousands of files.
     Symlinked folders are not entered (job_files does not enter them either); a symlinked file
     is stat'ed through the link, so editing its target shows.
     """
-    if not root.is_dir():
-        return None
+    try:
+        top = root.stat()
+    except OSError:
+        return None, 0
+    if not stat.S_ISDIR(top.st_mode):
+        return None, 0
+    newest = max(top.st_mtime_ns, top.st_ctime_ns)
     found: list[tuple[str, StatKey]] = []
     stack = [(str(root), "")]
     while stack:
@@ -140,13 +152,16 @@ def folder_stats(root: Path) -> tuple[tuple[str, StatKey], ...] | None:
                 if entry.is_dir(follow_symlinks=False):
                     if entry.name != "__pycache__":
                         stack.append((entry.path, f"{prefix}{entry.name}/"))
+                        st = entry.stat(follow_symlinks=False)
+                        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
                 elif entry.name.endswith(".py"):
                     st = entry.stat()
                     key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
                     found.append((prefix + entry.name, key))
+                    newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
             except OSError:  # vanished between the listing and the stat
                 continue
-    return tuple(sorted(found))
+    return tuple(sorted(found)), newest
 
 
 def read_stamp(root: Path) -> Stamp:

@@ -1,10 +1,11 @@
 """Hot reload: the jobs folder a process runs, and whether what is on disk still matches it.
 
 `Definitions.poll()` is called from a process's own loop (no threads: workers fork). It costs a
-stat walk of the folder at most once per `every_s` and nothing in between. A change is loaded
-once the folder looked the same on two walks in a row, so a checkout or copy in progress is
-not loaded half-done; `request()` (SIGHUP) loads at the next poll, and reads every file's
-bytes, so it also sees an edit that no stat shows.
+stat walk of the folder at most once per `every_s` and nothing in between. A change written
+in the last second is loaded once a later walk finds the folder unchanged, so a checkout or
+copy in progress is not loaded half-done; an older one (seen late: a worker busy with a run)
+is loaded at once. `request()` (SIGHUP) loads at the next poll, and reads every file's bytes,
+so it also sees an edit that no stat shows.
 
 What the poll sees: a watched file (every `*.py` under the folder, helpers in `_lib.py` or
 `_helpers/` included, not in hidden folders or `__pycache__`) added, removed, renamed over
@@ -31,11 +32,15 @@ from pathlib import Path
 from scheduler.api import display_path
 from scheduler.cli_output import log_event
 from scheduler.errors import DefinitionError, Problem
-from scheduler.loader import folder_stats, last_stamp, load_jobs, read_stamp
+from scheduler.loader import last_stamp, load_jobs, read_stamp, walk_folder
 from scheduler.model import DEFAULT_TIMEOUT_S, JobSpec
 
 log = logging.getLogger("sched.reload")
 
+# A change whose files were written less than this long ago waits for the next walk to find
+# the folder unchanged before it is loaded (a checkout or copy in progress); an older one is
+# loaded at the walk that sees it.
+SETTLE_S = 1.0
 # How many job names a reload line lists per kind of change before it says "and N more".
 NAMES_SHOWN = 10
 
@@ -72,6 +77,7 @@ class Definitions:
         default_tz: str | None = None,
         default_timeout_s: float = DEFAULT_TIMEOUT_S,
         every_s: float = 1.0,
+        settle_s: float = SETTLE_S,
     ) -> None:
         """`specs` as load_jobs(root) returned them. `every_s=math.inf` watches nothing:
         only request() reloads (`--no-watch`)."""
@@ -80,6 +86,7 @@ class Definitions:
         self.default_tz = default_tz
         self.default_timeout_s = default_timeout_s
         self.every_s = every_s
+        self.settle_s = settle_s
         self.specs: dict[str, JobSpec] = dict(specs)
         # The disk state these specs came from. A process started seconds after the load
         # (a forked child) must not take a newer disk state for the one it runs.
@@ -109,12 +116,14 @@ class Definitions:
         requested, self._requested = self._requested, False
         if not requested and not self._walk_due():
             return None
-        stats = folder_stats(self.root)
+        stats, newest_ns = walk_folder(self.root)
         if not requested:
             if stats != self._seen:
-                self._seen, self._settling = stats, True  # load once it stops changing
-                return None
-            if not self._settling:
+                self._seen = stats
+                if time.time_ns() - newest_ns < self.settle_s * 1e9:
+                    self._settling = True  # written just now: load once it stops changing
+                    return None
+            elif not self._settling:
                 return None
         self._settling = False
         disk = read_stamp(self.root)

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,6 +279,16 @@ def test_a_change_in_progress_is_not_loaded_until_the_folder_stops_changing(jobs
     assert defs.poll() is None  # still changing
     result = defs.poll()
     assert result is not None and result.added == ("c", "d")
+
+
+def test_a_change_seen_late_is_loaded_at_the_first_look(jobs: Path) -> None:
+    """A worker busy with a run looks again only after it: an edit made long before is not
+    made to wait another walk (it would claim a run with the old definitions meanwhile)."""
+    defs = Definitions(jobs, load_jobs(jobs), who="test", every_s=0, settle_s=0.2)
+    (jobs / "b.py").unlink()
+    time.sleep(0.3)  # not a wait for anything: the edit must be older than settle_s
+    result = defs.poll()
+    assert result is not None and result.removed == ("b",)
 
 
 def test_polls_between_walks_do_not_look(jobs: Path) -> None:
