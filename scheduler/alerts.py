@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from scheduler import __version__
 from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds
 from scheduler.options import ENV_ON_FAILURE, ENV_ON_LATE, check_hook, hook_from_env
+from scheduler.pings import Pinger, heartbeat_from_env
 from scheduler.urls import mask_url
 
 log = logging.getLogger("sched.alerts")
@@ -126,12 +127,16 @@ class Alerter:
         global_on_late: str | Sequence[str] | None = None,
         timeout_s: float = HOOK_TIMEOUT_S,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        pinger: Pinger | None = None,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"alert timeout_s must be greater than zero, not {timeout_s!r}")
         if queue_size < 1:
             raise ValueError(f"alert queue_size must be 1 or more, not {queue_size!r}")
         self.specs = specs
+        # The scheduler's heartbeat and jobs' pings (scheduler/pings.py): the scheduler loop
+        # sends them; they have a thread of their own, so a down monitor delays no alert.
+        self.pinger = pinger
         self.timeout_s = float(timeout_s)
         self.global_hooks: dict[str, Hook | None] = {
             FAILURE: _optional_hook("global on_failure", global_on_failure),
@@ -166,7 +171,15 @@ class Alerter:
         return own if own is not None else self.global_hooks.get(event)
 
     def close(self, timeout_s: float = 5.0) -> bool:
-        """Stop taking alerts and deliver the queued ones; False if some were still pending."""
+        """Stop taking alerts and deliver the queued ones (and pings); False if some were
+        still pending."""
+        deadline = time.monotonic() + timeout_s
+        sent = self._close(timeout_s)
+        if self.pinger is not None:
+            sent = self.pinger.close(max(0.0, deadline - time.monotonic())) and sent
+        return sent
+
+    def _close(self, timeout_s: float) -> bool:
         with self._lock:
             self._closed = True
             thread = self._thread if self._pid == os.getpid() else None
@@ -392,10 +405,12 @@ def from_env(
     environ: Mapping[str, str] | None = None,
     timeout_s: float = HOOK_TIMEOUT_S,
 ) -> Alerter:
-    """An Alerter for `specs` with the global hooks of SCHED_ON_FAILURE and SCHED_ON_LATE."""
+    """An Alerter for `specs` with the global hooks of SCHED_ON_FAILURE and SCHED_ON_LATE, and
+    a Pinger with the heartbeat of SCHED_HEARTBEAT_URL / SCHED_HEARTBEAT_EVERY."""
     return Alerter(
         specs,
         global_on_failure=hook_from_env(ENV_ON_FAILURE, environ),
         global_on_late=hook_from_env(ENV_ON_LATE, environ),
         timeout_s=timeout_s,
+        pinger=Pinger(heartbeat_from_env(environ)),
     )

@@ -159,6 +159,10 @@ class Beat:
         # Who this process is in the store's record of loaded definitions.
         self.process = f"scheduler:{socket.gethostname()}:{os.getpid()}"
         self._published: dict[str, str] | None = None
+        self.pinger = alerter.pinger if alerter is not None else None
+        # When Redis last answered (monotonic): the heartbeat goes out only while it does.
+        self._redis_ok_at: float | None = None
+        self._next_heartbeat = 0.0
 
     def _use(self, specs: Mapping[str, JobSpec]) -> None:
         """Take `specs` as the jobs this loop knows (the heap is the caller's business)."""
@@ -415,6 +419,24 @@ class Beat:
                     self._maintain()
                     next_maintenance = now + self.settings.maintenance_every_s
             self.step()
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Ping the heartbeat URL when due, if Redis answered within the last few reaps.
+
+        Sent from the loop itself, so a loop that hangs, a stopped process and a scheduler
+        that lost Redis all fall silent, which is what the monitor watches for.
+        """
+        config = self.pinger.heartbeat_config if self.pinger is not None else None
+        if config is None or self.pinger is None:
+            return
+        now = time.monotonic()
+        if now < self._next_heartbeat or self._redis_ok_at is None:
+            return
+        if now - self._redis_ok_at > max(3 * self.settings.reap_every_s, 1.0):
+            return
+        self._next_heartbeat = now + config.every_s
+        self.pinger.heartbeat()
 
     def _start_when_ready(self) -> bool:
         """start(), again and again while Redis cannot serve it; False if stopped meanwhile.
@@ -429,6 +451,7 @@ class Beat:
                 self._pause(self.outage.failed(exc, "schedules start when it answers"))
                 continue
             self.outage.ended()
+            self._redis_ok_at = time.monotonic()
             return True
         return False
 
@@ -631,6 +654,7 @@ class Beat:
         except StoreCorrupt as exc:
             log.error("scheduler: reaping stopped at data that cannot be used: %s", exc)
         self.outage.ended()
+        self._redis_ok_at = time.monotonic()
 
     def _observe(self) -> None:
         """Feed runs that ended to metrics and alerts; look for late ones; refresh gauges."""

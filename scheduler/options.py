@@ -229,6 +229,16 @@ def check_hook(option: str, value: object, *, expected: str | None = None) -> st
     return tuple(value)
 
 
+def check_url(option: str, value: object) -> str:
+    """An http(s) URL (a ping or heartbeat URL), or InvalidOption."""
+    expected = f"expected an http(s) URL, e.g. {option}=https://hc-ping.com/<uuid>"
+    if not isinstance(value, str):
+        raise InvalidOption(option, value, f"a {type(value).__name__} is not a URL", expected)
+    if "://" not in value:
+        raise InvalidOption(option, _mask_password(value), "not a URL", expected)
+    return _check_hook_url(option, value, expected)
+
+
 def _check_hook_url(option: str, value: str, expected: str) -> str:
     # Problems are printed by `sched check` and land in CI logs: never show a password.
     shown = _mask_password(value)
