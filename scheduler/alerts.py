@@ -31,9 +31,10 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scheduler import __version__
+from scheduler.errors import InvalidOption
 from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds
 from scheduler.options import ENV_ON_FAILURE, ENV_ON_LATE, check_hook, hook_from_env
-from scheduler.pings import Pinger, heartbeat_from_env
+from scheduler.pings import Heartbeat, Pinger, heartbeat_from_env
 from scheduler.urls import mask_url
 
 log = logging.getLogger("sched.alerts")
@@ -412,5 +413,15 @@ def from_env(
         global_on_failure=hook_from_env(ENV_ON_FAILURE, environ),
         global_on_late=hook_from_env(ENV_ON_LATE, environ),
         timeout_s=timeout_s,
-        pinger=Pinger(heartbeat_from_env(environ)),
+        pinger=Pinger(_heartbeat(environ)),
     )
+
+
+def _heartbeat(environ: Mapping[str, str] | None) -> Heartbeat | None:
+    # The commands check these settings before they start anything (exit 2); a process
+    # started some other way logs the problem rather than crash-looping on it.
+    try:
+        return heartbeat_from_env(environ)
+    except InvalidOption as exc:
+        log.error("heartbeat off: %s; expected %s", exc, exc.expected)
+        return None

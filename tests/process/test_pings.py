@@ -24,7 +24,9 @@ from scheduler.embedded import EmbeddedRedis
 from scheduler.store import Store
 from tests.helpers import wait_for
 
-TICK_JOB = 'from scheduler import job\n\n@job(every="1s", overlap="allow")\ndef tick() -> None: ...\n'
+TICK_JOB = (
+    'from scheduler import job\n\n@job(every="1s", overlap="allow")\ndef tick() -> None: ...\n'
+)
 
 
 @dataclass
