@@ -376,7 +376,13 @@ def test_dockerfile_builds_on_python_slim_in_two_stages() -> None:
     instructions = dockerfile_instructions()
     args = dict(rest.split("=", 1) for word, rest in instructions if word == "ARG" and "=" in rest)
     froms = [rest.split()[0] for word, rest in instructions if word == "FROM"]
-    resolved = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], name) for name in froms]
+
+    def resolve(name: str) -> str:  # an ARG's default may name an earlier ARG
+        while "${" in name:
+            name = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], name)
+        return name
+
+    resolved = [resolve(name) for name in froms]
     assert resolved and all(name == "python:3.11-slim" for name in resolved), resolved
     assert len(froms) >= 2, "a build stage keeps pip's work out of the image"
     final = " ".join(rest for _, rest in final_stage())
