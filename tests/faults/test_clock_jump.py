@@ -141,7 +141,7 @@ def test_a_forward_jump_of_the_scheduler_clock_starts_nothing_early(faked: Faked
         assert run.enqueued_at is not None
         # Stamped by Redis: a fire made before its instant in real time is an early start.
         assert run.enqueued_at >= run.scheduled_for, f"{run.id} was enqueued early"
-        assert run.enqueued_at - run.scheduled_for < 2 * SECOND, f"{run.id} was enqueued late"
+        assert run.enqueued_at - run.scheduled_for < 5 * SECOND, f"{run.id} was enqueued late"
     assert log.count("the system clock jumped forward 2h") == 1
     assert "but Redis's clock did not: fires follow the corrected time, 2h behind" in log
     assert log.count("the system clock jumped back 2h") == 1
