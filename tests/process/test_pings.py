@@ -148,10 +148,13 @@ def test_heartbeats_arrive_every_interval_and_stop_with_the_scheduler(
 
 def test_no_heartbeat_while_redis_does_not_answer(tmp_path: Path, monitor: Monitor) -> None:
     redis = EmbeddedRedis(tmp_path / "redis", appendonly=False).start()
+    # A job that never fires during the test: the loop keeps turning while Redis is away (no
+    # fire to retry), so only the heartbeat's own check can keep it quiet.
+    yearly = 'from scheduler import job\n\n@job("0 0 1 1 *")\ndef yearly() -> None: ...\n'
     proc = start(
         "scheduler",
         redis.url,
-        jobs_folder(tmp_path),
+        jobs_folder(tmp_path, yearly),
         tmp_path / "scheduler.log",
         SCHED_HEARTBEAT_URL=f"{monitor.url}/hb",
         SCHED_HEARTBEAT_EVERY="0.2s",
