@@ -160,20 +160,20 @@ class Definitions:
                 log,
                 logging.INFO,
                 "jobs_valid",
-                "%s: jobs folder %s matches the running definitions again (%d jobs)",
+                "%s: jobs folder %s matches the running definitions again (%s)",
                 self.who,
                 _shown(self.root),
-                len(self.specs),
+                _jobs(len(self.specs)),
             )
         elif requested:
             log_event(
                 log,
                 logging.INFO,
                 "jobs_unchanged",
-                "%s: reload asked for: jobs folder %s unchanged (%d jobs)",
+                "%s: reload asked for: jobs folder %s unchanged (%s)",
                 self.who,
                 _shown(self.root),
-                len(self.specs),
+                _jobs(len(self.specs)),
             )
 
     def _load(self, requested: bool) -> Reloaded | None:
@@ -222,12 +222,12 @@ class Definitions:
             logging.ERROR,
             "jobs_invalid",
             "%s: jobs folder %s has %d problem%s; still running the previous definitions "
-            "(%d jobs) until it is fixed",
+            "(%s) until it is fixed",
             self.who,
             _shown(self.root),
             count,
             "s" if count != 1 else "",
-            len(self.specs),
+            _jobs(len(self.specs)),
         )
         for problem in problems:
             # One line each, so that a log search for the path finds the whole problem.
@@ -253,8 +253,12 @@ def _summary(
         if names
     ]
     if parts:
-        return ", ".join(parts) + f"; {total} jobs"
-    return f"no job changed ({_names(files) or 'no file changed'}); {total} jobs"
+        return ", ".join(parts) + f"; {_jobs(total)}"
+    return f"no job changed ({_names(files) or 'no file changed'}); {_jobs(total)}"
+
+
+def _jobs(count: int) -> str:
+    return f"{count} job{'' if count == 1 else 's'}"
 
 
 def _names(names: Sequence[str]) -> str:

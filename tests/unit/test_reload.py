@@ -96,7 +96,7 @@ def test_removed_file(jobs: Path, caplog: pytest.LogCaptureFixture) -> None:
     (jobs / "b.py").unlink()
     result = settle(defs)
     assert result is not None and result.removed == ("b",) and list(result.specs) == ["a"]
-    assert reload_lines(caplog) == ["test: reloaded jobs: 1 removed (b); 1 jobs"]
+    assert reload_lines(caplog) == ["test: reloaded jobs: 1 removed (b); 1 job"]
 
 
 def test_edited_function_runs_its_new_code_and_counts_as_changed(jobs: Path) -> None:
