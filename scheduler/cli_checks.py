@@ -184,5 +184,5 @@ def running_same(loaded: Mapping[str, Mapping[str, str]]) -> str:
     parts = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in sorted(kinds.items()))
     count = len(loaded)
     if count == 1:
-        return f"the running {parts} runs these definitions"
+        return f"the running {next(iter(kinds))} runs these definitions"
     return f"the {count} running processes ({parts}) run these definitions"

@@ -144,3 +144,9 @@ def test_invalid_folder_with_nothing_running_is_only_its_problems(
     done = sched("--jobs", "jobs", "check", cwd=tmp_path)
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 2
+
+
+def test_one_process_in_sync(jobs: Path, tmp_path: Path, redis_url: str, store: Store) -> None:
+    publish(store, "scheduler:host-a:10", jobs)
+    done = sched("--jobs", "jobs", "check", cwd=tmp_path, url=redis_url)
+    assert done.stderr.strip() == "the running scheduler runs these definitions"
