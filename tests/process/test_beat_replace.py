@@ -6,13 +6,18 @@ moment, and reads back from Redis which fire instants were enqueued for each job
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from scheduler.alerts import Alerter
 from scheduler.beat import Beat, BeatSettings
+from scheduler.cli_output import structured_fields
 from scheduler.loader import load_jobs
-from scheduler.model import JobSpec
+from scheduler.model import JobSpec, run_id_for
 from scheduler.reload import Definitions
 from scheduler.store import Store
 from tests.helpers import wait_for
@@ -193,3 +198,23 @@ def test_the_loop_swaps_in_a_changed_jobs_folder_and_publishes_it(
     slow = sorted(r.scheduled_for for r in store.history(job="reloaded.slow", limit=100))
     assert len(slow) == len(set(slow))
     assert {b - a for a, b in zip(slow, slow[1:], strict=False)} == {timedelta(seconds=0.3)}
+
+
+def test_a_removed_job_is_no_longer_checked_for_lateness(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = JobSpec(name="slow", path="jobs/s.py", line=1, cron="* * * * *", misfire_grace_s=1.0)
+    fire_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10)
+    store.enqueue(
+        run_id=run_id_for("slow", fire_at), job="slow", scheduled_for=fire_at, queue="nobody"
+    )
+    caplog.set_level(logging.INFO, logger="sched.scheduler")
+    with Alerter({"slow": job}, global_on_late=["true"]) as alerter:
+        beat = Beat(store, {"slow": job}, alerter=alerter)
+        beat.replace({})
+        beat._reap()
+        assert alerter.specs == {}
+    assert not [r for r in caplog.records if structured_fields(r).get("event") == "late"]
+    with Alerter({"slow": job}, global_on_late=["true"]) as alerter:
+        Beat(store, {"slow": job}, alerter=alerter)._reap()  # the job still defined: late
+    assert [r for r in caplog.records if structured_fields(r).get("event") == "late"]
