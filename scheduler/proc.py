@@ -13,7 +13,7 @@ import os
 import resource
 import signal
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -44,6 +44,56 @@ def forbid_inspection() -> None:
     """Make this process non-dumpable: processes of the same (non-root) user can no longer
     read its memory, environment or descriptors through /proc or ptrace it."""
     _prctl(PR_SET_DUMPABLE, 0)
+
+
+def lead_process_group() -> Callable[[], None]:
+    """Make this process the leader of a process group of its own, as a shell makes each job.
+
+    Tools that stop a command signal it and then their whole group (`timeout` does, unless
+    --foreground): a process left in that group receives the one stop request twice. Its own
+    group receives only what is meant for it, so each signal counts once. When the group it
+    leaves held the terminal, the terminal is handed to the new group (as tini's
+    isolate_child does), so each Ctrl-C still arrives, once. Returns what gives the terminal
+    back at exit. A process that leads its group already (started by a shell with job
+    control, a session leader, a supervisor's child) is left as it is.
+    """
+    me = os.getpid()
+    old = os.getpgrp()
+    if old == me:
+        return lambda: None
+    foreground = _foreground_group() == old
+    try:
+        os.setpgid(0, 0)
+    except OSError:  # a session leader cannot move (and receives no group's signals)
+        return lambda: None
+    if not foreground:
+        return lambda: None
+    _hand_terminal(me)
+
+    def give_back() -> None:
+        if _foreground_group() == me:
+            _hand_terminal(old)
+
+    return give_back
+
+
+def _foreground_group() -> int | None:
+    """The foreground process group of the terminal on stdin, or None without one."""
+    try:
+        return os.tcgetpgrp(0)
+    except OSError:
+        return None
+
+
+def _hand_terminal(pgid: int) -> None:
+    # A process outside the foreground group that sets it is sent SIGTTOU (and stopped)
+    # unless it blocks that signal.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        with contextlib.suppress(OSError):  # the group is gone, or the terminal
+            os.tcsetpgrp(0, pgid)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def children_of(pid: int) -> list[int]:

@@ -3,16 +3,20 @@
 The children run in process groups of their own, so a Ctrl-C on the terminal reaches only
 the supervisor, which forwards each SIGINT/SIGTERM exactly once: the first asks for a warm
 shutdown (finish running jobs), the second for a cold one (kill horses, record `killed`).
-A child that dies unexpectedly is restarted.
+A child that dies unexpectedly is restarted, unless it keeps failing at start: then the
+whole command stops with the reason and exit code 1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import select
 import signal
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +27,13 @@ import setproctitle
 
 from scheduler import alerts, proc
 from scheduler.beat import Beat, BeatSettings
-from scheduler.errors import StoreUnavailable
+from scheduler.cli_output import log_event
+from scheduler.errors import StoreError, StoreUnavailable, UnknownRun
+from scheduler.forkserver import ForkServerError
 from scheduler.metrics import Metrics
-from scheduler.model import DEFAULT_TIMEOUT_S, JobSpec
+from scheduler.model import DEFAULT_TIMEOUT_S, JobSpec, RunStatus
 from scheduler.store import Store
-from scheduler.worker import Worker, WorkerSettings, signal_echo
+from scheduler.worker import Worker, WorkerSettings, make_worker_id
 
 log = logging.getLogger("sched.run")
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -106,15 +112,17 @@ def run_scheduler(plan: Plan) -> int:
     alerter = alerts.from_env(plan.specs)
     metrics = Metrics() if plan.metrics_port is not None else None
     if metrics is not None and plan.metrics_port is not None:
-        port = metrics.serve(plan.metrics_port, addr=METRICS_ADDR)
+        port = _serve_metrics(metrics, plan.metrics_port)
         log.info("scheduler: metrics on http://%s:%d/metrics", METRICS_ADDR, port)
     beat = Beat(store, plan.specs, plan.timings.beat(), alerter=alerter, metrics=metrics)
     signal.signal(signal.SIGTERM, beat.stop)
     signal.signal(signal.SIGINT, beat.stop)
     setproctitle.setproctitle(f"sched scheduler ({len(plan.specs)} jobs)")
+    give_back = proc.lead_process_group()
     try:
         beat.run()
     finally:
+        give_back()
         alerter.close(5.0)
         if metrics is not None:
             metrics.close()
@@ -123,12 +131,23 @@ def run_scheduler(plan: Plan) -> int:
     return 0
 
 
+def _serve_metrics(metrics: Metrics, port: int) -> int:
+    """Serve metrics on `port`; a port that cannot be had will not become free by retrying."""
+    try:
+        return metrics.serve(port, addr=METRICS_ADDR)
+    except OSError as exc:
+        raise WillNotHeal(
+            f"cannot serve metrics on {METRICS_ADDR}:{port}: {exc.strerror or exc}; "
+            "pick another --metrics-port"
+        ) from None
+
+
 def run_exporter(plan: Plan) -> int:
     """Serve queue, running and worker gauges for a workers-only deployment."""
     assert plan.metrics_port is not None
     store = plan.store()
     metrics = Metrics()
-    port = metrics.serve(plan.metrics_port, addr=METRICS_ADDR)
+    port = _serve_metrics(metrics, plan.metrics_port)
     log.info("metrics on http://%s:%d/metrics", METRICS_ADDR, port)
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
@@ -149,15 +168,36 @@ def run_exporter(plan: Plan) -> int:
     return 0
 
 
-def run_worker(plan: Plan, index: int = 0) -> int:
-    """Run one worker in this process until shut down."""
+def run_worker(plan: Plan, index: int = 0, token: str | None = None) -> int:
+    """Run one worker in this process until shut down.
+
+    `token` comes from a supervisor, which then knows the worker's id (`make_worker_id`) and
+    tells the operator what its workers run; a worker on its own says that itself.
+    """
     store = plan.store()
     worker = Worker(
-        store, plan.specs, jobs=plan.jobs, queues=plan.queues, settings=plan.timings.worker()
+        store,
+        plan.specs,
+        jobs=plan.jobs,
+        queues=plan.queues,
+        settings=plan.timings.worker(),
+        worker_id=make_worker_id(os.getpid(), token) if token else None,
+        shutdown_hint=token is None,
     )
-    code = worker.run()
+    give_back = proc.lead_process_group()
+    try:
+        code = worker.run()
+    except ForkServerError as exc:  # e.g. job code that cannot be imported without SCHED_*
+        log.error("worker %s: cannot serve: %s", worker.id, exc)
+        code = 1
+    finally:
+        give_back()
     store.close()
     return code
+
+
+def _worker_role(plan: Plan, index: int, token: str) -> int:
+    return run_worker(plan, index, token)
 
 
 def _serve_web(plan: Plan) -> int:
@@ -168,92 +208,282 @@ def _serve_web(plan: Plan) -> int:
     return serve_plan(plan)
 
 
+class WillNotHeal(Exception):
+    """A child cannot run as configured (a busy port, refused credentials, a broken jobs
+    folder): restarting it would fail the same way, so `sched run` stops instead."""
+
+
+# sysexits.h's EX_CONFIG: how a child tells its supervisor that a restart will not help.
+EXIT_WILL_NOT_HEAL = 78
+# A child that exits with an error within this long of its start failed to start; after
+# START_FAILURES_MAX such failures in a row the supervisor stops everything rather than loop.
+START_WINDOW_S = 30.0
+START_FAILURES_MAX = 4
+
+
+@dataclass
+class _Child:
+    name: str
+    role: Callable[[str], int]
+    started: float
+    worker_id: str | None = None
+
+
+def _ended_how(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def _wake(signum: int, frame: FrameType | None) -> None:
+    """A handler that only wakes the loop (through the wake-up pipe)."""
+
+
 class Supervisor:
-    """Forks the children of a plan, forwards signals, restarts what dies."""
+    """Forks the children of a plan, forwards signals, restarts what dies.
+
+    Each stop signal counts, however fast they come: it leads a process group of its own
+    (proc.lead_process_group), so one signal meant for it arrives once, and it forwards each
+    to every child once. SIGHUP (reload the jobs folder) is forwarded too.
+    """
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.children: dict[int, tuple[str, Callable[[], int]]] = {}
+        self.children: dict[int, _Child] = {}
+        # The stop signals received, in order (the first: warm, the second: cold).
         self.signals: list[int] = []
+        # Start failures in a row, per child name.
         self.restarts: dict[str, int] = {}
         self.own: set[int] = set()
-        self._last_signal: tuple[int, float] | None = None
+        # Why everything stops although nobody asked (a child that will not heal).
+        self.failure: str | None = None
+        self._due: dict[str, tuple[float, Callable[[str], int]]] = {}
+        self._announced = 0
+        self._wakeup_r = -1
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if signal_echo(self._last_signal, signum):
-            return
-        self._last_signal = (signum, time.monotonic())
-        self.signals.append(signum)
-        for pid in list(self.children):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
+        if signum != signal.SIGHUP:
+            self.signals.append(signum)
+        self._forward(signum)
 
-    def _spawn(self, name: str, target: Callable[[], int]) -> None:
+    def _forward(self, signum: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def _roles(self) -> list[tuple[str, Callable[[str], int]]]:
+        plan = self.plan
+        roles: list[tuple[str, Callable[[str], int]]] = []
+        if plan.scheduler:
+            roles.append(("scheduler", lambda token: run_scheduler(plan)))
+        elif plan.metrics_port is not None:
+            roles.append(("metrics", lambda token: run_exporter(plan)))
+        if plan.web is not None:
+            roles.append(("web", lambda token: _serve_web(plan)))
+        roles += [
+            (f"worker-{i + 1}", functools.partial(_worker_role, plan, i))
+            for i in range(plan.workers)
+        ]
+        return roles
+
+    def _spawn(self, name: str, role: Callable[[str], int]) -> None:
         supervisor = os.getpid()
+        token = uuid.uuid4().hex[:8]
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
-            os.setpgid(0, 0)
-            # If the supervisor is killed outright, its children stop warmly instead of
-            # running on as orphans.
-            proc.die_with_parent(signal.SIGTERM)
-            if os.getppid() != supervisor:
-                os._exit(1)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            code = 1
-            try:
-                code = target()
-            except Exception:
-                log.exception("%s crashed", name)
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        self.children[pid] = (name, target)
+            os._exit(self._child(name, role, token, supervisor))
+        wid = make_worker_id(pid, token) if name.startswith("worker-") else None
+        self.children[pid] = _Child(name, role, time.monotonic(), wid)
         log.info("started %s (pid %d)", name, pid)
 
+    def _child(self, name: str, role: Callable[[str], int], token: str, parent: int) -> int:
+        # pragma: no cover - runs in the forked child
+        os.setpgid(0, 0)
+        # If the supervisor is killed outright, its children stop warmly instead of
+        # running on as orphans.
+        proc.die_with_parent(signal.SIGTERM)
+        if os.getppid() != parent:
+            return 1
+        signal.set_wakeup_fd(-1)
+        os.close(self._wakeup_r)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        # Until the child's own loop says what a reload means to it.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        code = 1
+        try:
+            code = role(token)
+        except WillNotHeal as exc:
+            log.error("%s: %s", name, exc)
+            code = EXIT_WILL_NOT_HEAL
+        except Exception:
+            log.exception("%s crashed", name)
+        finally:
+            logging.shutdown()
+        return code
+
     def run(self) -> int:
-        """Start everything and wait until all children have stopped."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        """Start everything and wait until all children have stopped; the exit code."""
+        give_back = proc.lead_process_group()
+        self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGCHLD, _wake)  # a child's end wakes the loop
         # Processes orphaned by a worker that died (its fork server, its horses and their
         # children) are re-parented here instead of to init, so they can be found and killed.
         proc.become_subreaper()
         setproctitle.setproctitle(f"sched supervisor ({self.plan.workers} workers)")
         self.own = set(proc.children_of(os.getpid()))
-        plan = self.plan
-        if plan.scheduler:
-            self._spawn("scheduler", lambda: run_scheduler(plan))
-        elif plan.metrics_port is not None:
-            self._spawn("metrics", lambda: run_exporter(plan))
-        if plan.web is not None:
-            self._spawn("web", lambda: _serve_web(plan))
-        for i in range(plan.workers):
-            self._spawn(f"worker-{i + 1}", lambda i=i: run_worker(plan, i))  # type: ignore[misc]
-        while self.children:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            if pid not in self.children:
-                continue
-            name, target = self.children.pop(pid)
-            code = os.waitstatus_to_exitcode(status)
-            self._kill_orphans()
-            if self.signals or code == 0:
-                log.info("%s stopped (exit %d)", name, code)
-                continue
-            count = self.restarts.get(name, 0)
-            self.restarts[name] = count + 1
-            delay = RESTART_BACKOFF_S[min(count, len(RESTART_BACKOFF_S) - 1)]
-            log.warning("%s exited unexpectedly (exit %d); restarting in %gs", name, code, delay)
-            end = time.monotonic() + delay
-            while time.monotonic() < end and not self.signals:
-                time.sleep(0.05)
-            if not self.signals:
-                self._spawn(name, target)
+        try:
+            for name, role in self._roles():
+                self._spawn(name, role)
+            self._supervise()
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(self._wakeup_r)
+            os.close(wakeup_w)
+            give_back()
+        if self.failure is not None:
+            log.error("sched: stopped: %s", self.failure)
+            return 1
         return 0
+
+    def _supervise(self) -> None:
+        while self.children or self._due:
+            self._reap()
+            self._announce()
+            if self.signals or self.failure is not None:
+                self._due.clear()
+            now = time.monotonic()
+            for name, (at, role) in list(self._due.items()):
+                if at <= now:
+                    del self._due[name]
+                    self._spawn(name, role)
+            if not self.children and not self._due:
+                return
+            wake = min((at for at, _ in self._due.values()), default=None)
+            timeout_ms = None if wake is None else max(0.0, wake - now) * 1000 + 1
+            poller = select.poll()
+            poller.register(self._wakeup_r, select.POLLIN)
+            if poller.poll(timeout_ms):
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wakeup_r, 512)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._ended(child, os.waitstatus_to_exitcode(status))
+
+    def _ended(self, child: _Child, code: int) -> None:
+        self._kill_orphans()
+        how = _ended_how(code)
+        if child.worker_id is not None and code != 0:
+            self._lose_runs(child, how)
+        if self.signals or self.failure is not None or code == 0:
+            log.info("%s stopped (%s)", child.name, how)
+            return
+        if code == EXIT_WILL_NOT_HEAL:
+            self._give_up(f"{child.name} cannot run as configured (see its error above)")
+            return
+        # An exit (not a kill: by a job, the OOM killer, an operator) soon after the start
+        # is a failure to start, which a restart is unlikely to cure.
+        quick = code > 0 and time.monotonic() - child.started < START_WINDOW_S
+        count = self.restarts.get(child.name, 0) + 1 if quick else 1
+        self.restarts[child.name] = count
+        if quick and count >= START_FAILURES_MAX:
+            self._give_up(
+                f"{child.name} failed {count} times in a row within {START_WINDOW_S:g}s of "
+                f"starting (last: {how}); fix the error above and start again"
+            )
+            return
+        delay = RESTART_BACKOFF_S[min(count - 1, len(RESTART_BACKOFF_S) - 1)]
+        log.warning("%s exited unexpectedly (%s); restarting in %gs", child.name, how, delay)
+        self._due[child.name] = (time.monotonic() + delay, child.role)
+
+    def _give_up(self, why: str) -> None:
+        """Stop everything (warmly) because a child will not heal; `run` then returns 1."""
+        self.failure = why
+        log.error("sched: %s; stopping", why)
+        self._forward(signal.SIGTERM)
+
+    def _lose_runs(self, child: _Child, how: str) -> None:
+        """The run a dead worker held is lost now: nobody will report it."""
+        assert child.worker_id is not None
+        store = self.plan.store()
+        try:
+            lost = store.lose_runs_of(child.worker_id, f"its worker died ({how})")
+        except StoreError as exc:
+            log.warning(
+                "%s: its runs are judged lost when their lease expires (%s)", child.name, exc
+            )
+            return
+        finally:
+            store.close()
+        for run_id in lost:
+            log_event(
+                log,
+                logging.WARNING,
+                "run_lost",
+                "run %s: lost (its worker died: %s)",
+                run_id,
+                how,
+                run_id=run_id,
+                status=str(RunStatus.LOST),
+                worker=child.worker_id,
+            )
+
+    def _announce(self) -> None:
+        """After each stop signal, say what the stop waits for, and how to hurry it."""
+        if self._announced >= len(self.signals):
+            return
+        self._announced = len(self.signals)
+        signum = self.signals[-1]
+        name = signal.Signals(signum).name
+        again = "Ctrl-C" if signum == signal.SIGINT else name
+        running = self._running()
+        if self._announced >= 2:
+            log.info("sched: cold shutdown (%s): killing %s", name, _runs_text(running, "no run"))
+            return
+        if running is not None and not running:
+            log.info("sched: warm shutdown (%s): no run in progress; stopping", name)
+            return
+        log.info(
+            "sched: warm shutdown (%s): waiting for %s to finish; %s again to kill %s",
+            name,
+            _runs_text(running, "the runs in progress"),
+            again,
+            "it" if running is not None and len(running) == 1 else "them",
+        )
+
+    def _running(self) -> list[str] | None:
+        """`job (run id)` of each run this supervisor's workers hold; None if Redis is out."""
+        ours = {c.worker_id for c in self.children.values() if c.worker_id is not None}
+        if not ours:
+            return []
+        store = self.plan.store()
+        try:
+            current = [
+                row["current"]
+                for row in store.workers()
+                if row.get("id") in ours and row.get("current")
+            ]
+            runs = [store.get_run(run_id) for run_id in current]
+        except (StoreError, UnknownRun):
+            return None
+        finally:
+            store.close()
+        return [f"{run.job} (run {run.id})" for run in runs if run.status is RunStatus.RUNNING]
 
     def _kill_orphans(self) -> None:
         """Kill what a dead child left behind (its fork server, horses, their children).
@@ -266,3 +496,11 @@ class Supervisor:
             log.warning("killed %d orphan processes left by a stopped worker", killed)
         if left:
             log.error("%d orphan processes left by a stopped worker would not die", left)
+
+
+def _runs_text(runs: list[str] | None, unknown: str) -> str:
+    if runs is None:
+        return unknown
+    if not runs:
+        return "no run"
+    return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {', '.join(runs)}"

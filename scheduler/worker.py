@@ -28,6 +28,8 @@ from typing import Any
 import setproctitle
 
 from scheduler import horse, proc
+from scheduler.cli_output import log_event
+from scheduler.display import human_duration
 from scheduler.errors import StoreCorrupt, StoreUnavailable
 from scheduler.forkserver import Exit, ForkServer, ForkServerError, Horse
 from scheduler.horse import Reported
@@ -128,17 +130,23 @@ class Worker:
         queues: Sequence[str] = ("default",),
         settings: WorkerSettings | None = None,
         worker_id: str | None = None,
+        shutdown_hint: bool = True,
     ) -> None:
         self.store = store
         self.specs = dict(specs)
         self.queues = list(queues)
         self.settings = settings or WorkerSettings()
-        # Unique per process start: a restarted container reuses its hostname and pid 1,
-        # and must not take over (and strand) the runs of its previous incarnation.
-        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.id = worker_id or make_worker_id(os.getpid(), uuid.uuid4().hex[:8])
         # Forks the horses from the jobs folder, in a process that holds no credential.
         self.forks = ForkServer(jobs)
         self.shutdown_requests = 0
+        self._stop_signal = signal.SIGTERM
+        self._announced = 0
+        # Whether this worker's own lines say how to hurry a warm shutdown (a supervisor
+        # says that itself, once for all its workers).
+        self.shutdown_hint = shutdown_hint
+        # The run being executed, for what a shutdown line says it waits for.
+        self._current: Run | None = None
         # Retried at least once per heartbeat: a finished run's report that waits for Redis
         # has no lease renewal behind it, so it must arrive within a lease of Redis's return.
         self.outage = Outage(log, f"worker {self.id}", max_s=min(5.0, self.settings.heartbeat_s))
@@ -147,7 +155,6 @@ class Worker:
         self._pending: list[_Report] = []
         self._wakeup_r: int | None = None
         self._warm_since = 0.0
-        self._last_signal: tuple[int, float] | None = None
         self.heartbeat_timeout_s = store.heartbeat_timeout_s
         # Children this process had before serving (not ours to kill as strays).
         self._foreign: set[int] = set()
@@ -161,15 +168,42 @@ class Worker:
     # -- lifecycle -----------------------------------------------------------------------
 
     def request_shutdown(self, signum: int, frame: FrameType | None = None) -> None:
-        """Signal handler: the first request is warm, the second cold."""
-        if signal_echo(self._last_signal, signum):
-            return
-        self._last_signal = (signum, time.monotonic())
+        """Signal handler: the first request is warm, the second cold, however fast.
+
+        Each signal counts: nothing here guesses that one is a copy of another. What could
+        deliver one signal twice is ruled out instead: a supervisor forwards each once to a
+        worker in its own process group, and a worker on its own leads its group too
+        (proc.lead_process_group). The loops say what the request means (`_announce`).
+        """
         self.shutdown_requests += 1
-        kind = "warm" if self.shutdown_requests == 1 else "cold"
+        self._stop_signal = signal.Signals(signum)
         if self.shutdown_requests == 1:
             self._warm_since = time.monotonic()
-        log.info("worker %s: %s shutdown (%s)", self.id, kind, signal.Signals(signum).name)
+
+    def _announce(self) -> None:
+        """Log each shutdown request once: what it waits for, or what it kills."""
+        if self._announced >= self.shutdown_requests:
+            return
+        self._announced = self.shutdown_requests
+        name = self._stop_signal.name
+        run = self._current
+        doing = f"run {run.id} (job {run.job})" if run is not None else None
+        if self._announced >= 2:
+            log.info(
+                "worker %s: cold shutdown (%s)%s",
+                self.id,
+                name,
+                f": killing {doing}" if doing else "",
+            )
+            return
+        if doing is None:
+            log.info("worker %s: warm shutdown (%s): no run in progress", self.id, name)
+            return
+        again = "Ctrl-C" if self._stop_signal is signal.SIGINT else name
+        hint = f"; {again} again to kill it" if self.shutdown_hint else ""
+        log.info(
+            "worker %s: warm shutdown (%s): waiting for %s to finish%s", self.id, name, doing, hint
+        )
 
     @property
     def cold(self) -> bool:
@@ -215,6 +249,7 @@ class Worker:
                     self._sleep(1.0)
         finally:
             self.forks.stop()  # it kills the ready horse (and anything else) as it goes
+        self._announce()
         self._may_take = False
         self._deliver_pending(final=True)
         if self._give_back():
@@ -233,6 +268,9 @@ class Worker:
         if run_id is None:
             run_id = self.store.wait_for_run(self.id, self.queues, self.settings.idle_wait_s)
         if run_id is None:
+            return 0
+        if self.shutdown_requests and len(self.queues) == 1:
+            self._next = run_id  # taken while the stop came: given back, not started
             return 0
         try:
             claimed = self.store.claim(self.id, run_id, self.settings.lease_s)
@@ -258,11 +296,25 @@ class Worker:
             )
             self._next_heartbeat = now + self.settings.heartbeat_s
         if now >= self._next_reap:
-            for run_id in self.store.reap(self.settings.lease_s):
-                log.warning("run %s: lost (its worker stopped renewing the lease)", run_id)
-            self.store.recover_inboxes()
-            self.store.promote_due()
-            self._next_reap = now + self.settings.reap_interval_s
+            self._reap()
+
+    def _reap(self) -> None:
+        """What every live worker does a few times per lease, busy or idle: mark the runs
+        of dead workers lost, requeue what they took but never claimed, queue due retries.
+        A deployment of workers only, every one of them busy, still recovers this way."""
+        self._next_reap = time.monotonic() + self.settings.reap_interval_s
+        for run_id in self.store.reap(self.settings.lease_s):
+            log_event(
+                log,
+                logging.WARNING,
+                "run_lost",
+                "run %s: lost (its worker stopped renewing the lease)",
+                run_id,
+                run_id=run_id,
+                status=str(RunStatus.LOST),
+            )
+        self.store.recover_inboxes()
+        self.store.promote_due()
 
     def _start_forks(self) -> None:
         """Start the fork server, with the next run's horse on its way."""
@@ -294,8 +346,12 @@ class Worker:
             return outcome.status
         timeout_s = claimed.run.timeout_s or spec.timeout_s
         self._title(f"running {run_id}")
+        self._current = claimed.run
         started = time.monotonic()
-        outcome = self._fork_and_watch(run_id, spec, timeout_s, _run_env(claimed.run))
+        try:
+            outcome = self._fork_and_watch(run_id, spec, timeout_s, _run_env(claimed.run))
+        finally:
+            self._current = None
         duration = time.monotonic() - started
         self._record(claimed, outcome, duration)
         self._title("idle")
@@ -312,8 +368,18 @@ class Worker:
         now = time.monotonic()
         watch = _Watch(current.pid, current.pidfd, now + timeout_s + self.settings.grace_s)
         tail = OutputTail(self.settings.output_limit)
-        log.debug(
-            "run %s: horse %d started (timeout %s)", run_id, current.pid, format_seconds(timeout_s)
+        log_event(
+            log,
+            logging.DEBUG,
+            "run_started",
+            "run %s: started in horse %d (timeout %s)",
+            run_id,
+            current.pid,
+            format_seconds(timeout_s),
+            job=spec.name,
+            run_id=run_id,
+            status=str(RunStatus.RUNNING),
+            worker=self.id,
         )
         if not self.shutdown_requests:
             # While this run works (on the other core, when there is one), the fork server
@@ -420,12 +486,17 @@ class Worker:
         next_beat = time.monotonic() + min(FIRST_BEAT_S, self.settings.heartbeat_s)
         while True:
             now = time.monotonic()
+            self._announce()
             self._maybe_kill(watch, now)
             # A heartbeat may block for its (short) timeout when Redis stalls; never
             # start one that could delay the backstop kill.
-            if now >= next_beat and now + self.heartbeat_timeout_s < watch.backstop:
-                self._renew(run_id, watch, tail, None if watch.pid_sent else watch.pid)
-                next_beat = now + self.settings.heartbeat_s
+            if now + self.heartbeat_timeout_s < watch.backstop:
+                if now >= next_beat:
+                    self._renew(run_id, watch, tail, None if watch.pid_sent else watch.pid)
+                    next_beat = now + self.settings.heartbeat_s
+                elif now >= self._next_reap:
+                    self._reap_while_busy()
+                    continue
             try:
                 events = poller.poll(self._poll_ms(watch, next_beat))
             except BaseException as exc:  # noqa: BLE001 - see below
@@ -436,8 +507,18 @@ class Worker:
             if self._handle_events(events, pidfd, out_r, rep_r, open_fds, tail, watch, poller):
                 return
 
+    def _reap_while_busy(self) -> None:
+        try:
+            self._reap()
+        except StoreUnavailable as exc:
+            self.outage.failed(exc, "the run goes on; reaping waits")
+        except StoreCorrupt as exc:  # set aside by the store
+            log.error("worker %s: %s", self.id, exc)
+
     def _poll_ms(self, watch: _Watch, next_beat: float) -> float:
         wake = next_beat
+        if self._next_reap + self.heartbeat_timeout_s < watch.backstop:
+            wake = min(wake, self._next_reap)
         if self.shutdown_requests == 1 and self.settings.warm_timeout_s is not None:
             wake = min(wake, self._warm_since + self.settings.warm_timeout_s)
         if watch.killed_for is None:
@@ -504,7 +585,17 @@ class Worker:
         if not beat.held:
             log.warning("run %s: this worker no longer holds the run's lease", run_id)
         if beat.kill_requested and watch.killed_for is None:
-            log.info("run %s: stopping it (%s)", run_id, beat.kill_requested)
+            log_event(
+                log,
+                logging.INFO,
+                "run_killing",
+                "run %s: stopping it (%s)",
+                run_id,
+                beat.kill_requested,
+                job=self._current.job if self._current else None,
+                run_id=run_id,
+                worker=self.id,
+            )
             watch.killed_for = beat.kill_requested
             watch.hard_kill_at = time.monotonic() + self.settings.grace_s
             self._kill(watch, signal.SIGTERM)
@@ -551,13 +642,21 @@ class Worker:
         retry = retry_plan(run_id, claimed.run.attempt, claimed.policy, outcome.status)
         self._pending.append(_Report(claimed, outcome.status, duration_s, fields, retry))
         self._deliver_pending()
-        log.info(
-            "run %s: %s in %.3fs%s%s",
+        log_event(
+            log,
+            logging.INFO,
+            "run_ended",
+            "run %s: %s in %s%s%s",
             run_id,
             outcome.status,
-            duration_s,
+            human_duration(duration_s),
             f" - {outcome.reason}" if outcome.reason else "",
-            f"; retry {retry.run_id} in {retry.delay_ms / 1000:.1f}s" if retry else "",
+            f"; retry {retry.run_id} in {human_duration(retry.delay_ms / 1000)}" if retry else "",
+            job=claimed.run.job,
+            run_id=run_id,
+            status=str(outcome.status),
+            duration_s=round(duration_s, 3),
+            worker=self.id,
         )
 
     def _deliver_pending(self, final: bool = False) -> None:
@@ -676,14 +775,10 @@ class _Report:
         }
 
 
-# The same signal again within this long is one request delivered twice (tools such as
-# `timeout` signal both a process and its group), not an operator asking a second time.
-SIGNAL_ECHO_S = 0.5
-
-
-def signal_echo(last: tuple[int, float] | None, signum: int) -> bool:
-    """True when `signum` repeats the last signal within SIGNAL_ECHO_S."""
-    return last is not None and last[0] == signum and time.monotonic() - last[1] < SIGNAL_ECHO_S
+def make_worker_id(pid: int, token: str) -> str:
+    """A worker's id: unique per process start, as a restarted container reuses its hostname
+    and pid 1 and must not take over (and strand) the runs of its previous incarnation."""
+    return f"{socket.gethostname()}:{pid}:{token}"
 
 
 def _run_env(run: Run) -> dict[str, str]:

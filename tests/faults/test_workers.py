@@ -40,17 +40,42 @@ def test_5_sigkill_worker_during_a_long_job(cluster: Cluster) -> None:
     run = final(store, run_id)
     lost_after = time.monotonic() - killed_at
     assert run.status is RunStatus.LOST
-    reap_interval_s = LEASE_S / 3
-    assert lost_after < LEASE_S + reap_interval_s + 1, f"lost after {lost_after:.2f}s"
+    # Its supervisor saw it die: lost at once, not a lease later.
+    print(f"SIGKILLed worker's run lost after {lost_after:.3f}s (lease {LEASE_S}s)")
+    assert lost_after < LEASE_S / 2, f"lost after {lost_after:.2f}s"
+    assert run.reason == "its worker died (killed by SIGKILL)", run.reason
+    assert run.started_at is not None and run.finished_at is not None
+    ran_s = (run.finished_at - run.started_at).total_seconds()
+    assert run.duration_s is not None and abs(run.duration_s - ran_s) < 0.5, run
+    assert run.duration_s < LEASE_S, "the time it ran, not a lease"
     wait_for(lambda: not alive(horse), 5, "the horse to die with its worker")
     assert process_group(horse) == []
-    assert run.reason is not None and "lease expired" in run.reason
     # Retried exactly once: the second attempt completes on a surviving worker.
     retry = final(store, f"{run_id}#2")
     assert retry.status is RunStatus.COMPLETED
     assert retry.attempt == 2 and retry.output and "second attempt done" in retry.output
     assert store.raw_run(run_id)["retry"] == f"{run_id}#2"
     assert [r.id for r in store.history(job="long", limit=10)].count(f"{run_id}#3") == 0
+
+
+def test_busy_workers_reap_a_dead_workers_run(cluster: Cluster) -> None:
+    # Workers only, each on its own (no supervisor to see a death), every one busy: the
+    # survivor reaps the dead one's run while its own run goes on.
+    store = cluster.store()
+    cluster.start("a", "jobs_manual", "worker")
+    cluster.start("b", "jobs_manual", "worker")
+    first, second = trigger(store, "sleeper"), trigger(store, "sleeper")
+    horse_pid(store, first)
+    horse_pid(store, second)
+    assert store.get_run(first).worker != store.get_run(second).worker
+    os.kill(worker_pid_of(store, first), signal.SIGKILL)
+    killed_at = time.monotonic()
+    run = final(store, first)
+    lost_after = time.monotonic() - killed_at
+    print(f"reaped by a busy worker after {lost_after:.3f}s (lease {LEASE_S}s)")
+    assert run.status is RunStatus.LOST and run.reason and "lease expired" in run.reason, run
+    assert lost_after < 3 * LEASE_S, f"lost after {lost_after:.2f}s"
+    assert store.get_run(second).status is RunStatus.RUNNING, "the reaper was busy all along"
 
 
 def test_6_sigkill_the_horse(cluster: Cluster) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from scheduler.proc import children_of
@@ -72,41 +74,6 @@ def test_sched_run_end_to_end(tmp_path: Path) -> None:
     assert "expected failure" in shown.stdout
 
 
-def test_one_signal_delivered_twice_is_one_warm_shutdown(tmp_path: Path) -> None:
-    # `timeout -s INT` and some supervisors signal a process and then its whole group.
-    state = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
-    log = tmp_path / "run.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler", "--jobs", str(JOBS), "--state-dir", str(state)]
-            + ["run", "--workers", "2"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-
-        def running_slowish() -> str | None:
-            result = sched(state, "history", "quick.slowish", "--status", "running", "--json")
-            runs = json.loads(result.stdout) if result.returncode == 0 else []
-            return runs[0]["id"] if runs else None
-
-        run_id = wait_for(running_slowish, 30, "a slowish run in flight")
-        os.kill(proc.pid, signal.SIGINT)
-        # The echo comes once the first has been handled and forwarded, as with `timeout`.
-        wait_for(lambda: "warm shutdown" in log.read_text(), 5, "the first SIGINT to land")
-        os.kill(proc.pid, signal.SIGINT)
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    shown = json.loads(sched(state, "show", run_id, "--json").stdout)
-    assert shown["status"] == "completed", "a warm shutdown lets the run finish"
-
-
 def _descendants_alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if alive(pid)]
 
@@ -133,3 +100,72 @@ def test_nothing_outlives_a_killed_supervisor(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_worker_killed_under_sched_run_loses_its_run_at_once(tmp_path: Path) -> None:
+    from tests.process.test_stop_signals import run_argv, started, status_of
+
+    state = tmp_path / "state"
+    log = tmp_path / "run.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*run_argv(state), "--lease", "10s"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "started worker-1" in log.read_text(), 30, "sched run to start")
+        run_id = started(state, "stop.long")
+        worker = int(re.findall(r"started worker-1 \(pid (\d+)\)", log.read_text())[-1])
+        os.kill(worker, signal.SIGKILL)
+        killed_at = time.monotonic()
+        run = wait_for(
+            lambda: (r := status_of(state, run_id))["status"] != "running" and r, 30, "the loss"
+        )
+        lost_after = time.monotonic() - killed_at
+        print(f"run lost {lost_after:.3f}s after its worker was SIGKILLed (lease 10s)")
+        assert run["status"] == "lost", run
+        assert run["reason"] == "its worker died (killed by SIGKILL)", run
+        assert lost_after < 5, "lost when its worker died, not a lease later"
+        duration = run["duration_s"]
+        assert isinstance(duration, float) and duration < 5, "the time it ran, not the lease"
+        # The worker is replaced, and the replacement runs what comes next.
+        wait_for(lambda: log.read_text().count("started worker-1") == 2, 30, "a new worker-1")
+        again = started(state, "stop.naps")
+        wait_for(lambda: status_of(state, again)["status"] == "completed", 30, "the next run")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert f"run {run_id}: lost (its worker died: killed by SIGKILL)" in log.read_text()
+
+
+def test_a_worker_that_cannot_start_stops_sched_run(tmp_path: Path) -> None:
+    # Every fork server fails to import the jobs folder: restarting the worker cannot help.
+    state = tmp_path / "state"
+    jobs = Path(__file__).parent / "forkserver_fails"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    env["SCHED_TEST_TOKEN"] = "t0ken"
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler", "--jobs", str(jobs), "--state-dir", str(state)]
+        + ["run", "--workers", "1", "--no-web"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    took = time.monotonic() - began
+    print(f"sched run gave up after {took:.1f}s")
+    assert result.returncode == 1, result.stderr
+    err = result.stderr
+    assert "KeyError: 'SCHED_TEST_TOKEN'" in err or "SCHED_TEST_TOKEN" in err, err
+    assert "worker-1 failed 4 times in a row" in err, err
+    assert "Traceback" not in err, err
+    assert not (state / "redis.sock").exists(), "the embedded Redis should be stopped"
