@@ -7,8 +7,10 @@ are read, so a reply of an unexpected shape is StoreCorrupt rather than a TypeEr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import itertools
+import json
 import logging
 import math
 import time
@@ -78,6 +80,11 @@ class StoreKeys(Keys):
     def loaded_info(self, process: str) -> str:
         return f"{self.prefix}loaded:{process}"
 
+    @property
+    def probe(self) -> str:
+        """A short-lived key a reader writes to learn whether Redis takes writes."""
+        return f"{self.prefix}probe"
+
 
 class Transition:
     """One Lua script, registered with a client, called with its slots by name."""
@@ -145,6 +152,12 @@ def _scored(reply: object) -> list[tuple[str, float]]:
     raise StoreCorrupt(f"Redis replied {reply!r} where (member, score) pairs were expected")
 
 
+def _ints(reply: object) -> tuple[int, int]:
+    if isinstance(reply, list) and len(reply) == 2 and all(isinstance(x, int) for x in reply):
+        return int(reply[0]), int(reply[1])
+    raise StoreCorrupt(f"a script replied {reply!r} where {{number, number}} was expected")
+
+
 def _flag_and_text(reply: object) -> tuple[bool, str]:
     if isinstance(reply, list) and len(reply) == 2:
         return bool(reply[0]), str(reply[1])
@@ -176,6 +189,9 @@ class RedisStore(Store):
         self._fast: redis.Redis = connect(
             url, timeout_s=self.heartbeat_timeout_s, connect_timeout_s=self.heartbeat_timeout_s
         )
+        # The runs this process claimed and has not reported yet (a worker's, by id): what a
+        # heartbeat writes back when Redis lost the record.
+        self._held: dict[str, Claimed] = {}
         # Records found unreadable, reported once each.
         self._reported: set[str | None] = set()
         # Each job definition's fire settings as the enqueue script reads them.
@@ -194,6 +210,7 @@ class RedisStore(Store):
         self._run_rows = Transition(self.redis, "run_rows")
         self._newest_ids = Transition(self.redis, "newest_ids")
         self._loaded = Transition(self.redis, "loaded")
+        self._observe = Transition(self.redis, "observe")
 
     # -- connection ----------------------------------------------------------------------
 
@@ -462,12 +479,16 @@ class RedisStore(Store):
             )
             return None
         try:
-            return decode_claimed(dict(zip(fields[::2], fields[1::2], strict=True)))
+            claimed = decode_claimed(dict(zip(fields[::2], fields[1::2], strict=True)))
         except StoreCorrupt as exc:  # passed the script's checks, but Python cannot read it
             reason = {"reason": f"unusable record: {exc.detail}"}
             self.finish(worker, run_id, job, RunStatus.FAILED, 0.0, reason)
             log.error("run %s: set aside as failed, its record cannot be used: %s", run_id, exc)
             return None
+        if len(self._held) >= 1000:  # a worker holds one run at a time; never a leak
+            self._held.clear()
+        self._held[run_id] = claimed
+        return claimed
 
     @guarded
     def refuse(
@@ -504,7 +525,34 @@ class RedisStore(Store):
         live: tuple[int, str] | None = None,
         info: Mapping[str, object] | None = None,
     ) -> Heartbeat:
+        held, kill, gone = self._beat(worker, lease_s, run_id, horse_pid, live, info, "")
+        claimed = self._held.get(run_id) if run_id else None
+        if gone and claimed is not None and claimed.run.worker == worker:
+            # Redis lost the record while the run runs here: write it back from the copy
+            # this worker claimed, so that the job's overlap rule still sees it running.
+            flat = pairs(claimed.fields())
+            record = json.dumps(dict(zip(flat[::2], flat[1::2], strict=True)))
+            held, kill, gone = self._beat(worker, lease_s, run_id, horse_pid, live, info, record)
+            if held:
+                log.warning(
+                    "run %s: Redis had lost its record while it runs; written back from this "
+                    "worker's copy",
+                    run_id,
+                )
+        return Heartbeat(held, _kill_cause(kill) if kill else None)
+
+    def _beat(
+        self,
+        worker: str,
+        lease_s: float,
+        run_id: str | None,
+        horse_pid: int | None,
+        live: tuple[int, str] | None,
+        info: Mapping[str, object] | None,
+        record: str,
+    ) -> tuple[bool, str, bool]:
         k = self.keys
+        job = run_id.split("@", 1)[0] if run_id else "-"
         reply = self._heartbeat(
             {
                 "workers": k.workers,
@@ -512,20 +560,26 @@ class RedisStore(Store):
                 "running": k.running,
                 "run": k.run(run_id or "-"),
                 "clock": k.clock,
+                "active": k.active(job),
+                "idx_all": k.all_runs,
+                "idx_job": k.by_job(job),
+                "idx_running": k.by_status(RunStatus.RUNNING),
             },
             {
                 "worker": worker,
                 "lease_ms": int(lease_s * 1000),
                 "run_id": run_id or "",
                 "horse_pid": horse_pid or "",
-                "clock_gap_ms": int(self.clock_gap_s * 1000),
+                "clock_gap_ms": _gap_ms(self.clock_gap_s, lease_s),
                 "live_total": live[0] if live else "",
                 "live_output": live[1] if live else "",
+                "record": record,
             },
             arg_rest=pairs(info or {}),
         )
-        held, kill = _flag_and_text(reply)
-        return Heartbeat(held, _kill_cause(kill) if kill else None)
+        if isinstance(reply, list) and len(reply) == 3:
+            return bool(reply[0]), str(reply[1]), bool(reply[2])
+        raise StoreCorrupt(f"the heartbeat script replied {reply!r}, not {{held, kill, gone}}")
 
     @guarded
     def finish(
@@ -539,6 +593,7 @@ class RedisStore(Store):
         retry: Retry | None = None,
     ) -> tuple[bool, str]:
         keys, args = self._finish_call(worker, run_id, job, status, duration_s, fields, retry)
+        self._held.pop(run_id, None)
         return _flag_and_text(self._finish.script(keys=keys, args=args))
 
     @guarded
@@ -554,6 +609,7 @@ class RedisStore(Store):
         queue: str,
     ) -> tuple[bool, str, str | None]:
         keys, args = self._finish_call(worker, run_id, job, status, duration_s, fields, retry)
+        self._held.pop(run_id, None)
         pipe = self.redis.pipeline(transaction=False)
         # EVALSHA by hand: a registered script in a pipeline costs a SCRIPT EXISTS round trip
         # on every execute. The script is loaded only when Redis says it lacks it.
@@ -758,7 +814,7 @@ class RedisStore(Store):
             {
                 "run_id": run_id,
                 "reason": reason,
-                "clock_gap_ms": int(self.clock_gap_s * 1000),
+                "clock_gap_ms": _gap_ms(self.clock_gap_s, lease_s if holder == "" else math.inf),
                 "lease_ms": int(lease_s * 1000),
                 **_retry_args(plan),
                 "holder": holder,
@@ -773,7 +829,7 @@ class RedisStore(Store):
 
     @guarded
     def running_count(self) -> int:
-        return int(self.redis.zcard(self.keys.running))
+        return int(self.redis.zcount(self.keys.running, self.server_time_ms(), "+inf"))
 
     @guarded
     def promote_due(self) -> int:
@@ -809,7 +865,7 @@ class RedisStore(Store):
         fields = _hash(self.redis.hgetall(self.keys.run(run_id)))
         if not fields:
             raise UnknownRun(run_id)
-        return decode_run(fields)
+        return self._as_read([decode_run(fields)])[0]
 
     @guarded
     def live_output(self, run_id: str) -> tuple[str, int, str]:
@@ -818,6 +874,10 @@ class RedisStore(Store):
         status, total, live, final, final_total = (_text(x) for x in replies)
         if status is None:
             raise UnknownRun(run_id)
+        if status == RunStatus.RUNNING:
+            verdict = self._ran_out([run_id])[1].get(run_id)
+            if verdict is not None and verdict.lost:
+                status = str(RunStatus.LOST)
         try:
             if status in PENDING:
                 return status, int(total or 0), live or ""
@@ -859,7 +919,9 @@ class RedisStore(Store):
         if job is not None:
             indexes = [k.by_job(job)]
         elif wanted:
-            indexes = [k.by_status(s) for s in sorted(wanted)]
+            # A running run whose lease ran out reads as lost (see _as_read).
+            looked = wanted | ({RunStatus.RUNNING} if RunStatus.LOST in wanted else set())
+            indexes = [k.by_status(s) for s in sorted(looked)]
         else:
             indexes = [k.all_runs]
         high: str | int = to_ms(until) if until else "+inf"
@@ -909,7 +971,97 @@ class RedisStore(Store):
                     runs.append(decode_run(row))
                 except StoreCorrupt as exc:
                     self._unreadable(exc)
-        return runs
+        return self._as_read(runs)
+
+    def _ran_out(self, ids: Sequence[str]) -> tuple[int, dict[str, Verdict]]:
+        """The storage's time now, and for those of these running runs whose lease ran out
+        what a reader makes of it (see Verdict): the reaper's rule, applied without writing.
+
+        As the reaper does, a worker cut off by an outage gets one lease (its own, from its
+        last heartbeat) to renew after Redis answers again. While Redis refuses writes (out
+        of memory, a read-only replica) no lease can be renewed, so none is judged.
+        """
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.time()
+        # The lease first, then the status: a run that ended between the two reads shows
+        # its final status, not a missing lease.
+        for run_id in ids:
+            pipe.zscore(k.running, run_id)
+            pipe.hmget(k.run(run_id), "status", "worker")
+        (secs, micros), *replies = pipe.execute()
+        now_ms = int(secs) * 1000 + int(micros) // 1000
+        expired: dict[str, tuple[float | None, str | None]] = {}
+        for run_id, score, (status, worker) in zip(ids, replies[::2], replies[1::2], strict=True):
+            lease = _number(score)
+            if status == RunStatus.RUNNING and (lease is None or lease <= now_ms):
+                expired[run_id] = (lease, _text(worker))
+        if not expired:
+            return now_ms, {}
+        leases = self._worker_leases(expired)
+        gap_ms = _gap_ms(self.clock_gap_s, min(leases.values(), default=math.inf) / 1000)
+        try:
+            keys = {"clock": k.clock, "probe": k.probe}
+            now_ms, resumed_ms = _ints(self._observe(keys, {"gap_ms": gap_ms}))
+        except redis.exceptions.NoPermissionError:  # a read-only user: judge by what is kept
+            resumed_ms = int(_number(self.redis.hget(k.clock, "resumed")) or 0)
+        except redis.exceptions.ResponseError as exc:
+            problem = translate(exc)
+            if not isinstance(problem, StoreUnavailable):
+                raise
+            # Redis refuses writes: nobody can renew a lease now.
+            return now_ms, {
+                run_id: Verdict(lease, None, problem.what) for run_id, (lease, _) in expired.items()
+            }
+        verdicts: dict[str, Verdict] = {}
+        for run_id, (lease, _) in expired.items():
+            own = leases.get(run_id)
+            # Half a lease past its expiry (a live reaper records it by then, with its
+            # retry), and one lease after Redis came back from an outage.
+            wait_until = 0.0
+            if own is not None:
+                wait_until = max((lease or 0.0) + own / 2, resumed_ms + own)
+            verdicts[run_id] = Verdict(lease, int(wait_until) if now_ms < wait_until else None)
+        return now_ms, verdicts
+
+    def _worker_leases(
+        self, expired: Mapping[str, tuple[float | None, str | None]]
+    ) -> dict[str, float]:
+        """Each run's worker's lease (ms), from its last heartbeat to the expiry it set."""
+        k = self.keys
+        workers = sorted({w for _, w in expired.values() if w})
+        pipe = self.redis.pipeline(transaction=False)
+        for worker in workers:
+            pipe.hget(k.worker(worker), "heartbeat_at")
+            pipe.zscore(k.workers, worker)
+        replies = pipe.execute() if workers else []
+        beats = {
+            worker: (_number(beat), _number(until))
+            for worker, beat, until in zip(workers, replies[::2], replies[1::2], strict=True)
+        }
+        leases: dict[str, float] = {}
+        for run_id, (lease, holder) in expired.items():
+            beat, until = beats.get(holder or "", (None, None))
+            end = lease if lease is not None and beat is not None and lease > beat else until
+            if beat is not None and end is not None and end > beat:
+                leases[run_id] = end - beat
+        return leases
+
+    def _as_read(self, runs: list[Run]) -> list[Run]:
+        """The runs as they are now: a running one whose lease ran out is shown lost.
+
+        Nothing is written: a reader may be a read-only user, and the reaper (a scheduler or
+        worker) records the loss with its retry and alert. Until then the reason says that
+        the status was judged when read. A worker cut off by an outage that renews the
+        lease later shows its run running again.
+        """
+        running = [run.id for run in runs if run.status is RunStatus.RUNNING]
+        if not running:
+            return runs
+        now_ms, verdicts = self._ran_out(running)
+        return [
+            _judged(run, verdicts[run.id], now_ms) if run.id in verdicts else run for run in runs
+        ]
 
     def _unreadable(self, exc: StoreCorrupt) -> None:
         """Log a record left out of what is read, once per process."""
@@ -977,7 +1129,16 @@ class RedisStore(Store):
             keys = [self.keys.run(run_id) for run_id in ids[start : start + SUMMARY_BATCH]]
             text = _text(self._run_rows({}, {}, key_rest=keys, arg_rest=SUMMARY_FIELDS)) or ""
             out += [summary(row.split("\x1f")) for row in text.split("\x1e")]
-        return out
+        running = [row.id for row in out if row is not None and row.status is RunStatus.RUNNING]
+        if not running:
+            return out
+        now_ms, verdicts = self._ran_out(running)
+        return [
+            _judged_summary(row, verdicts[row.id], now_ms)
+            if row is not None and row.id in verdicts
+            else row
+            for row in out
+        ]
 
     @guarded
     def oldest_run_at(self, job: str) -> datetime | None:
@@ -991,8 +1152,99 @@ class RedisStore(Store):
         pipe = self.redis.pipeline(transaction=False)
         for status in STATUSES:
             pipe.zcount(self.keys.by_status(status), low, high)
-        counts = pipe.execute()
-        return {str(status): int(n) for status, n in zip(STATUSES, counts, strict=True)}
+        pipe.zrangebyscore(self.keys.by_status(RunStatus.RUNNING), low, high)
+        *counts, running = pipe.execute()
+        out = {str(status): int(n) for status, n in zip(STATUSES, counts, strict=True)}
+        ids = _texts(running)
+        if ids:
+            ran_out = sum(v.lost for v in self._ran_out(ids)[1].values())
+            out[RunStatus.RUNNING] -= ran_out
+            out[RunStatus.LOST] += ran_out
+        return out
+
+
+def _gap_ms(clock_gap_s: float, lease_s: float) -> int:
+    """How long Redis may be silent before it counts as an outage: the clock gap, or half a
+    lease when that is shorter (a lease can only run out in a silence about as long)."""
+    return int(min(clock_gap_s, lease_s / 2) * 1000)
+
+
+def _number(reply: object) -> float | None:
+    """A stored number (a score or a time in ms); None when absent or not a number."""
+    if reply is None:
+        return None
+    try:
+        value = float(str(reply))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What a reader makes of a running run whose lease ran out (nothing is written).
+
+    Lost, unless its worker still has until `renew_by` (ms) to renew it (half a lease past
+    its expiry, so a live reaper records the loss first; one lease after an outage), or Redis
+    refuses writes now (`refused` says why), so nobody can renew it.
+    """
+
+    lease_ms: float | None
+    renew_by: int | None = None
+    refused: str | None = None
+
+    @property
+    def lost(self) -> bool:
+        return self.renew_by is None and self.refused is None
+
+    def reason(self, now_ms: int) -> str:
+        if self.lease_ms is None:
+            expired = "it holds no lease"
+        else:
+            at = from_ms(int(self.lease_ms)).strftime("%Y-%m-%d %H:%M:%S UTC")
+            expired = f"its lease expired at {at} ({(now_ms - self.lease_ms) / 1000:.0f}s ago)"
+        if self.refused is not None:
+            return (
+                f"{expired} while {self.refused[0].lower()}{self.refused[1:]}: its worker "
+                "cannot renew it, so it is shown as last recorded"
+            )
+        if self.renew_by is not None:
+            by = from_ms(self.renew_by).strftime("%H:%M:%S UTC")
+            return f"{expired}; it reads lost from {by} unless its worker renews it"
+        return (
+            f"judged lost when read: {expired} and its worker has not renewed it; "
+            "no scheduler or worker has recorded this yet"
+        )
+
+
+def _judged(run: Run, verdict: Verdict, now_ms: int) -> Run:
+    """A running run whose lease ran out, as it reads: lost since then, or still running
+    with the reason saying why it is not judged yet (nothing written either way)."""
+    if not verdict.lost:
+        return dataclasses.replace(run, reason=verdict.reason(now_ms))
+    end_ms = int(verdict.lease_ms) if verdict.lease_ms is not None else now_ms
+    started = run.started_at
+    duration = max((end_ms - to_ms(started)) / 1000, 0.0) if started else None
+    return dataclasses.replace(
+        run,
+        status=RunStatus.LOST,
+        reason=verdict.reason(now_ms),
+        finished_at=from_ms(end_ms),
+        duration_s=duration,
+    )
+
+
+def _judged_summary(row: RunSummary, verdict: Verdict, now_ms: int) -> RunSummary:
+    if not verdict.lost:
+        return row._replace(reason=verdict.reason(now_ms))
+    end_ms = int(verdict.lease_ms) if verdict.lease_ms is not None else now_ms
+    started = row.started_ms
+    return row._replace(
+        status=RunStatus.LOST,
+        reason=verdict.reason(now_ms),
+        finished_ms=end_ms,
+        duration_s=max((end_ms - started) / 1000, 0.0) if started is not None else None,
+    )
 
 
 def _retry_args(retry: Retry | None) -> dict[str, Arg]:
@@ -1009,7 +1261,7 @@ def _retry_after(run_id: str, fields: Mapping[str, str], status: RunStatus | str
         attempt = int(fields.get("attempt") or 1)
         policy = RunPolicy.from_fields(fields)
         return retry_plan(run_id, attempt, policy, RunStatus(status))
-    except ValueError:
+    except (ValueError, OverflowError):  # e.g. retry_backoff_s 'inf'
         return None
 
 
