@@ -170,6 +170,8 @@ class Beat:
         self.specs = {name: s for name, s in specs.items() if s.cron or s.every_s}
         if self.alerter is not None:
             self.alerter.specs = self.all_specs
+        # Jobs with a `ping` URL: their runs' start and end are pinged.
+        self._pinged = {name: s.ping_url for name, s in self.all_specs.items() if s.ping_url}
         alerter = self.alerter
         # Jobs with an on_late hook: only their pending runs are checked for lateness.
         self._late_watched = {
@@ -657,7 +659,8 @@ class Beat:
         self._redis_ok_at = time.monotonic()
 
     def _observe(self) -> None:
-        """Feed runs that ended to metrics and alerts; look for late ones; refresh gauges."""
+        """Feed runs that ended to metrics, alerts and pings; ping the starts of runs; look
+        for late ones; refresh gauges."""
         if self.alerter is None and self.metrics is None:
             return
         for run in self.store.take_ended():
@@ -666,16 +669,11 @@ class Beat:
             # Alert once per run: a failed attempt that will be retried is not final yet.
             if self.alerter is not None and run.retry is None:
                 self.alerter.run_finished(run)
-        if self.alerter is not None and self._late_watched:
-            now = self.now()
-            for run in self.store.history(statuses=PENDING, limit=1000):
-                spec = self.all_specs.get(run.job)
-                if spec is None or run.job not in self._late_watched:
-                    continue
-                why = is_late(spec, run, now)
-                if why:
-                    self._log_late(run, why)
-                    self.alerter.run_late(run, why)
+                url = self._pinged.get(run.job)
+                if url is not None and self.pinger is not None:
+                    self.pinger.run_finished(url, run)
+        self._ping_starts()
+        self._check_late()
         if self.metrics is not None:
             queues = {spec.queue for spec in self.all_specs.values()}
             self.metrics.set_gauges(
@@ -683,6 +681,34 @@ class Beat:
                 running=self.store.running_count(),
                 workers_alive=len(self.store.workers()),
             )
+
+    def _ping_starts(self) -> None:
+        """The start ping of each run of a job with `ping` seen running, once per run.
+
+        Seen at each reap: a run shorter than the reap interval may go unseen, and then gets
+        its end ping only. Every scheduler sends the start ping of what it sees (same rid);
+        the end ping comes from the one that took the run's end from the ended feed.
+        """
+        if self.pinger is None or not self._pinged:
+            return
+        for run in self.store.history(statuses=[RunStatus.RUNNING], limit=1000):
+            url = self._pinged.get(run.job)
+            if url is not None:
+                self.pinger.run_started(url, run)
+
+    def _check_late(self) -> None:
+        """Alert (and log once) each pending run of a job with `on_late` that is late."""
+        if self.alerter is None or not self._late_watched:
+            return
+        now = self.now()
+        for run in self.store.history(statuses=PENDING, limit=1000):
+            spec = self.all_specs.get(run.job)
+            if spec is None or run.job not in self._late_watched:
+                continue
+            why = is_late(spec, run, now)
+            if why:
+                self._log_late(run, why)
+                self.alerter.run_late(run, why)
 
     def _log_late(self, run: Run, why: str) -> None:
         """One line per late run and attempt (lateness is checked again at every reap)."""

@@ -129,6 +129,8 @@ class JobSpec:
     expected_duration_s: float | None = None
     retry_on: tuple[str, ...] = RETRYABLE
     memory_limit_bytes: int | None = None
+    # A monitor's check URL, which lets anyone ping it: kept out of repr() like the hooks.
+    ping_url: str | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> str:

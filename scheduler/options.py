@@ -439,6 +439,18 @@ class CommandOptions(TypedDict, total=False):
             listed=False,
         ),
     ]
+    ping: Annotated[
+        str | None,
+        Option(
+            check_url,
+            "a healthchecks.io check URL: the scheduler GETs `<url>/start` when it sees a run "
+            "running, `<url>` when its last attempt completed, `<url>/fail` when it ended "
+            "failed, timed-out, killed or lost, each with `?rid=` the run's UUID",
+            "ping_url",
+            default="none",
+            listed=False,  # a check URL lets anyone ping it
+        ),
+    ]
     expected_duration: Annotated[
         str | float | None,
         Option(

@@ -81,8 +81,10 @@ def heartbeat_from_env(environ: Mapping[str, str] | None = None) -> Heartbeat | 
 
 
 def run_uuid(run_id: str) -> str:
-    """The UUID a run's pings carry as `rid`: the same for every ping of one run."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sched-run:{run_id}"))
+    """The UUID a run's pings carry as `rid`: the same for every ping of one run, its retries
+    included (`job@instant#2` is the second attempt of `job@instant`)."""
+    root = run_id.split("#", 1)[0]
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sched-run:{root}"))
 
 
 def ping_url(url: str, event: str, run_id: str) -> str:

@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from scheduler.embedded import EmbeddedRedis
+from scheduler.model import RunStatus
+from scheduler.pings import run_uuid
 from scheduler.store import Store
-from tests.helpers import wait_for
+from tests.helpers import final, trigger, wait_for
 
 TICK_JOB = (
     'from scheduler import job\n\n@job(every="1s", overlap="allow")\ndef tick() -> None: ...\n'
@@ -209,4 +211,39 @@ def test_a_monitor_that_never_answers_delays_no_fire(
         delay = (run.enqueued_at - run.scheduled_for).total_seconds()
         assert 0 <= delay < 0.5, f"{run.id} enqueued {delay:.3f} s after its instant"
     assert log.read_text().count("pings: heartbeat to") == 1
+    store.close()
+
+
+def test_a_jobs_start_success_and_fail_pings_carry_the_run_id(
+    redis_url: str, tmp_path: Path, monitor: Monitor
+) -> None:
+    jobs = jobs_folder(
+        tmp_path,
+        "import time\n\nfrom scheduler import job\n\n"
+        f'@job("0 0 1 1 *", ping="{monitor.url}/ok", timeout="30s")\n'
+        "def ok() -> None:\n    time.sleep(1.5)\n\n\n"
+        f'@job("0 0 1 1 *", ping="{monitor.url}/bad/", timeout="30s")\n'
+        "def bad() -> None:\n    time.sleep(1.5)\n    raise RuntimeError('no')\n\n\n"
+        "@job('0 0 1 1 *', timeout='30s')\n"
+        "def unpinged() -> None:\n    time.sleep(1.5)\n",
+    )
+    store = Store(redis_url)
+    log = tmp_path / "procs.log"
+    worker = start("worker", redis_url, jobs, log)
+    scheduler = start("scheduler", redis_url, jobs, log)
+    try:
+        ok, bad, unpinged = (trigger(store, f"pinged.{name}") for name in ("ok", "bad", "unpinged"))
+        assert final(store, ok).status is RunStatus.COMPLETED
+        assert final(store, bad).status is RunStatus.FAILED
+        assert final(store, unpinged).status is RunStatus.COMPLETED
+        wait_for(lambda: len(monitor.paths("/ok")) >= 2 and len(monitor.paths("/bad")) >= 2, 20)
+    finally:
+        assert stop(scheduler) == 0
+        assert stop(worker) == 0
+    assert monitor.paths("/ok") == [f"/ok/start?rid={run_uuid(ok)}", f"/ok?rid={run_uuid(ok)}"]
+    assert monitor.paths("/bad") == [
+        f"/bad/start?rid={run_uuid(bad)}",
+        f"/bad/fail?rid={run_uuid(bad)}",
+    ]
+    assert len(monitor.hits) == 4  # nothing for the job without `ping`
     store.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
-from scheduler.errors import InvalidOption
+from scheduler.errors import DefinitionError, InvalidOption
+from scheduler.loader import load_jobs
 from scheduler.pings import Heartbeat, heartbeat_from_env, ping_url, run_uuid
 
 
@@ -47,3 +49,25 @@ def test_ping_urls_follow_healthchecks() -> None:
     assert (
         ping_url(base + "?create=1", "fail", "b@1") == f"{base}/fail?create=1&rid={run_uuid('b@1')}"
     )
+
+
+def test_a_bad_ping_option_is_a_definition_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text(
+        "from scheduler import job\n\n"
+        "@job('* * * * *', ping='hc-ping.com/x')\ndef j() -> None: ...\n"
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_jobs(tmp_path)
+    text = str(caught.value)
+    assert "bad.py:3: job 'bad.j': invalid ping 'hc-ping.com/x': not a URL" in text, text
+    assert "expected an http(s) URL, e.g. ping=https://hc-ping.com/<uuid>" in text
+
+
+def test_a_ping_url_stays_out_of_repr(tmp_path: Path) -> None:
+    (tmp_path / "good.py").write_text(
+        "from scheduler import job\n\n"
+        "@job('* * * * *', ping='https://hc-ping.com/secret-uuid')\ndef j() -> None: ...\n"
+    )
+    (spec,) = load_jobs(tmp_path).values()
+    assert spec.ping_url == "https://hc-ping.com/secret-uuid"
+    assert "secret-uuid" not in repr(spec)
