@@ -45,6 +45,9 @@ DEPLOY_ONLY_VARS = {
     "SCHED_BIN": "the sched binary the health check runs",
 }
 
+# The init container of the sched pods (deploy/kubernetes/base): wait until Redis answers.
+WAIT_FOR_REDIS = ["sh", "-c", "until sched-healthcheck scheduler; do sleep 2; done"]
+
 EXPECTED_FILES = [
     "README.md",
     "Dockerfile",
@@ -608,12 +611,13 @@ def test_kubernetes_pods_are_non_root_bounded_and_have_images(
         assert spec.get("terminationGracePeriodSeconds", 0) > 0, where
         assert spec["securityContext"]["runAsNonRoot"] is True, where
         assert spec.get("automountServiceAccountToken") is False, where
-        for c in spec["containers"]:
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
             assert c.get("image") and not c["image"].endswith(":latest"), where
             assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], where
             context = c["securityContext"]
             assert context["allowPrivilegeEscalation"] is False, where
             assert context["capabilities"]["drop"] == ["ALL"], where
+        for c in spec["containers"]:
             assert "readinessProbe" in c, where
 
 
@@ -634,6 +638,23 @@ def test_kubernetes_workers_stop_warmly_and_probe_their_own_heartbeat(
     for probe in (c["readinessProbe"], c["livenessProbe"], s["readinessProbe"]):
         # The health check waits up to 8 s for sched; the probe must outlast it.
         assert probe["timeoutSeconds"] > 8
+
+
+def test_kubernetes_sched_pods_wait_for_redis_before_they_start(
+    kube: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """sched exits at start without Redis: an init container waits instead of a crash loop.
+
+    tests/deploy/containers runs this command in the image while Redis is stopped."""
+    _, objects = kube
+    for name in ("sched-scheduler", "sched-worker"):
+        (obj,) = find(objects, "Deployment", name)
+        spec = obj["spec"]["template"]["spec"]
+        (init,) = spec["initContainers"]
+        main = spec["containers"][0]
+        assert init["image"] == main["image"]
+        assert init["command"] == WAIT_FOR_REDIS
+        assert init["env"] == main["env"] and init["envFrom"] == main["envFrom"]
 
 
 def test_kubernetes_sched_pods_get_redis_url_from_a_secret_and_jobs_read_only(

@@ -25,6 +25,7 @@ from tests.deploy.containers.conftest import (
     podman,
     processes,
 )
+from tests.deploy.test_deploy import WAIT_FOR_REDIS
 from tests.helpers import final, trigger, wait_for
 
 T = TypeVar("T")
@@ -97,6 +98,7 @@ def started_at(container: str) -> str:
 # -- the image, as a user's first `docker run` ------------------------------------------------
 
 
+@pytest.mark.timeout(1200)  # under plain pytest, the images may be built in its setup
 def test_image_first_run_starts_sched_run_with_the_example_jobs(first_run: str) -> None:
     def started() -> list[str] | None:
         args = [p.args for p in processes(first_run)]
@@ -184,6 +186,15 @@ def test_compose_under_faults(compose: Compose) -> None:
     podman("stop", "--time", "10", redis)
     stopped_at = datetime.now(UTC)
     down = time.monotonic()
+    # The init container of deploy/kubernetes meanwhile: it waits as long as Redis is down.
+    network = inspect(workers[0], "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}")
+    waiter = f"{compose.project}-wait-for-redis"
+    podman("rm", "--force", waiter, check=False)
+    podman(
+        *("run", "--detach", "--name", waiter, "--network", network),
+        *("--env", "SCHED_REDIS_URL=redis://redis:6379/0", "--entrypoint", WAIT_FOR_REDIS[0]),
+        *(compose.images.sched, *WAIT_FOR_REDIS[1:]),
+    )
     # The probes of deploy/kubernetes meanwhile: not ready, but alive (no restart mid-job),
     # each well within the probes' timeoutSeconds (10).
     probes = {
@@ -200,6 +211,7 @@ def test_compose_under_faults(compose: Compose) -> None:
     print(f"figures: probes while Redis is down: {probe_times}")
     assert probe_s < 10, f"a probe took {probe_s:.1f}s: {probe_times}"
     time.sleep(max(0.0, REDIS_DOWN_S - (time.monotonic() - down)))
+    assert inspect(waiter, "{{.State.Running}}") == "true", compose.logs(waiter)
     podman("start", redis)
     back = time.monotonic()
     back_at = datetime.now(UTC)
@@ -207,6 +219,9 @@ def test_compose_under_faults(compose: Compose) -> None:
     resume_s = time.monotonic() - back
     assert {c: started_at(c) for c in before} == before, "a sched container restarted"
     assert probe(workers[0], "worker")[0] == 0
+    wait_for(lambda: inspect(waiter, "{{.State.Running}}") == "false", 30, "the init container")
+    assert inspect(waiter, "{{.State.ExitCode}}") == "0", compose.logs(waiter)
+    podman("rm", waiter)
 
     # No process left behind anywhere: no zombie, nothing adopted by PID 1.
     for container in compose.all_containers():
