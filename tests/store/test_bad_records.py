@@ -1,12 +1,14 @@
 """Bad data in Redis never crashes a loop: a run record that cannot be used is set aside.
 
 Hypothesis writes run records whose fields are valid or garbage, each where a real record
-would be (queued in a queue, running with an expired lease, ended in the feed), and drives
-them through claim, finish with a retry, reap, the ended feed and history.
+would be (queued in a queue, running with an expired lease, ended in the feed, a worker's
+copy restored), and drives them through claim, finish with a retry, reap, lose_runs_of,
+restore, the ended feed, the reads that judge an expired lease, and history.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -135,3 +137,75 @@ def test_a_bad_record_is_set_aside_once_and_the_worker_goes_on(fresh: RedisStore
         store.get_run("j@1")
     assert store.history() == []  # left out, logged
     assert store.reap(10) == []
+
+
+@FUZZ
+@given(fields=records(), started=GARBAGE)
+def test_lose_runs_of_and_reads_of_an_expired_run_survive_any_record(
+    fresh: RedisStore, fields: dict[str, str], started: str
+) -> None:
+    store, run_id = fresh, "j@1"
+    _put(store, run_id, {**fields, "worker": "w", "started_at": started}, "running")
+    store.redis.zadd(store.keys.running, {run_id: 0})  # its lease ran out long ago
+    # Read while nothing reaped it: judged when read, or left out when unreadable.
+    for run in store.history(limit=10):
+        assert run.status is RunStatus.LOST and run.reason
+    store.history(statuses=[RunStatus.LOST])
+    store.last_runs(["j"])
+    store.summaries([run_id])
+    counts = store.status_counts(None, None)
+    assert counts["running"] + counts["lost"] == 1
+    with contextlib.suppress(StoreCorrupt):
+        store.get_run(run_id)
+    with contextlib.suppress(StoreCorrupt):
+        assert store.live_output(run_id)[0] == "lost"
+    # Its worker is seen dead: lost now, whatever the fields say.
+    assert store.lose_runs_of("w", "its worker died") == [run_id]
+    assert store.raw_run(run_id)["status"] == "lost"
+    store.promote_due()
+    store.take_ended()
+
+
+@FUZZ
+@given(fields=records(), status=st.sampled_from(["completed", "failed", "lost", "running"]))
+def test_restore_of_any_copy_writes_a_usable_record_or_nothing(
+    fresh: RedisStore, fields: dict[str, str], status: str
+) -> None:
+    store, run_id = fresh, "j@1"
+    store.redis.flushdb()
+    copy: dict[str, object] = {"id": run_id, "job": "j", **fields, "status": status}
+    if "scheduled_for" not in copy:
+        copy["scheduled_for"] = str(to_ms(T0))
+    if store.restore(copy):
+        run = store.get_run(run_id)  # readable: the copy passed the script's checks
+        assert run.status == status and status != "running"
+        assert [r.id for r in store.take_ended()] == [run_id]
+    else:
+        assert store.redis.exists(store.keys.run(run_id)) == 0
+        assert store.take_ended() == []
+
+
+@pytest.mark.parametrize("value", ["abc", "", "nan", "1e400", "{"])
+def test_a_damaged_clock_never_stops_heartbeats_reaps_or_reads(
+    fresh: RedisStore, value: str
+) -> None:
+    store = fresh
+    store.enqueue(run_id="j@1", job="j", scheduled_for=T0, queue="default")
+    assert store.wait_for_run("w", ["default"], 0.1) == "j@1"
+    assert store.claim("w", "j@1", 0.5) is not None
+    store.redis.hset(store.keys.clock, mapping={"last": value, "resumed": value})
+    assert store.heartbeat("w", 0.5, "j@1").held
+    store.redis.hset(store.keys.clock, mapping={"last": value, "resumed": value})
+    store.reap(0.5)
+    store.redis.hset(store.keys.clock, mapping={"last": value, "resumed": value})
+    store.redis.zadd(store.keys.running, {"j@1": 0})
+    assert store.get_run("j@1").status in (RunStatus.RUNNING, RunStatus.LOST)
+
+
+@pytest.mark.parametrize("value", ["abc", "", "nan", "{"])
+def test_a_damaged_last_fire_is_overwritten_not_a_crash(fresh: RedisStore, value: str) -> None:
+    store = fresh
+    store.redis.hset(store.keys.last_fire, "j", value)
+    done = store.enqueue(run_id="j@1", job="j", scheduled_for=T0, queue="default")
+    assert (done.created, done.status) == (True, RunStatus.QUEUED)
+    assert store.last_fires() == {"j": T0}

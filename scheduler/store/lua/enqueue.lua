@@ -45,8 +45,9 @@ local function enqueue(run, active, by_job, id, job, fire_ms, s, n, ids, hashes)
     end
   end
   if s.scheduled then
-    local last = redis.call('HGET', last_fire, job)
-    if last and tonumber(last) >= fire then return 0, 'stale' end
+    -- A last fire that is not a number (a damaged record) is overwritten, not compared.
+    local last = tonumber(redis.call('HGET', last_fire, job) or '')
+    if last and last >= fire then return 0, 'stale' end
     redis.call('HSET', last_fire, job, fire_ms)
   end
   local status = 'queued'

@@ -36,7 +36,10 @@ if f[1] ~= 'running' or f[2] ~= worker then
   return {0, f[1] or ''}
 end
 local duration = tonumber(duration_ms)
-local started = tonumber(f[3]) or (now - duration)
+local started = tonumber(f[3])
+if not started or started ~= started or math.abs(started) == math.huge then
+  started = now - duration  -- no usable start (a damaged record): it ended now
+end
 redis.call('HSET', run, 'status', status, 'finished_at', started + duration,
   'duration_s', string.format('%.3f', duration / 1000))
 for i = fields, #ARGV, 2 do redis.call('HSET', run, ARGV[i], ARGV[i + 1]) end

@@ -11,8 +11,8 @@
 -- ARGV[1] gap_ms         a silence longer than this is an outage
 -- Returns {now, resumed} in ms (resumed 0 when Redis never came back after an outage).
 redis.call('SET', probe, now, 'PX', 1000)
-local last = tonumber(redis.call('HGET', clock, 'last') or '0')
-local resumed = tonumber(redis.call('HGET', clock, 'resumed') or '0')
+local last = tonumber(redis.call('HGET', clock, 'last') or '0') or 0
+local resumed = tonumber(redis.call('HGET', clock, 'resumed') or '0') or 0
 if last > 0 and now - last > tonumber(gap_ms) and resumed <= last then
   redis.call('HSET', clock, 'resumed', now)
   resumed = now

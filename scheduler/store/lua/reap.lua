@@ -27,7 +27,7 @@
 -- Returns 1 when the run was marked lost, 0 otherwise, -1 while waiting after an outage.
 touch(clock, tonumber(clock_gap_ms))
 if holder == '' then
-  local resumed = tonumber(redis.call('HGET', clock, 'resumed') or '0')
+  local resumed = tonumber(redis.call('HGET', clock, 'resumed') or '0') or 0
   if now - resumed < tonumber(lease_ms) then return -1 end
   local lease = redis.call('ZSCORE', running, run_id)
   if not lease or tonumber(lease) > now then return 0 end
