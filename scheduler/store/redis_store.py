@@ -687,10 +687,13 @@ class RedisStore(Store):
     def restore(self, fields: Mapping[str, object], retry: Retry | None = None) -> bool:
         k = self.keys
         run_id, job, status = str(fields["id"]), str(fields["job"]), str(fields["status"])
-        if retry is None:
-            plan = _retry_after(run_id, {n: encode(v) for n, v in fields.items()}, status)
-        else:
-            plan = retry
+        stored = {n: encode(v) for n, v in fields.items() if v is not None}
+        try:
+            decode_run(stored)  # what the reads will make of it; the script checks the rest
+        except StoreCorrupt as exc:
+            log.error("run %s: its report cannot be restored: %s", run_id, exc.detail)
+            return False
+        plan = _retry_after(run_id, stored, status) if retry is None else retry
         done = self._restore(
             {
                 "run": k.run(run_id),
