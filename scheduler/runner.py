@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import select
 import signal
@@ -32,10 +33,13 @@ from scheduler.errors import StoreError, StoreUnavailable, UnknownRun
 from scheduler.forkserver import ForkServerError
 from scheduler.metrics import Metrics
 from scheduler.model import DEFAULT_TIMEOUT_S, JobSpec, RunStatus
+from scheduler.reload import Definitions
 from scheduler.store import Store
 from scheduler.worker import Worker, WorkerSettings, make_worker_id
 
 log = logging.getLogger("sched.run")
+# How often a process looks at the jobs folder for changes (a stat walk; see reload.py).
+WATCH_EVERY_S = 1.0
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 # Metrics are served on all interfaces, so a Prometheus elsewhere can scrape them.
 METRICS_ADDR = "0.0.0.0"
@@ -97,6 +101,20 @@ class Plan:
     default_timeout_s: float = DEFAULT_TIMEOUT_S
     # Watch the jobs folder and reload it on change (SIGHUP reloads either way).
     watch: bool = True
+    # The workers serve every queue the jobs name (no --queue given): also the queues that
+    # jobs added by a reload name.
+    queues_from_jobs: bool = False
+
+    def definitions(self, who: str) -> Definitions:
+        """The jobs folder as this plan loaded it, for one process to poll."""
+        return Definitions(
+            self.jobs,
+            self.specs,
+            who=who,
+            default_tz=self.default_tz,
+            default_timeout_s=self.default_timeout_s,
+            every_s=WATCH_EVERY_S if self.watch else math.inf,
+        )
 
     def store(self) -> Store:
         """A new connection to the plan's Redis (one per process)."""
@@ -114,9 +132,18 @@ def run_scheduler(plan: Plan) -> int:
     if metrics is not None and plan.metrics_port is not None:
         port = _serve_metrics(metrics, plan.metrics_port)
         log.info("scheduler: metrics on http://%s:%d/metrics", METRICS_ADDR, port)
-    beat = Beat(store, plan.specs, plan.timings.beat(), alerter=alerter, metrics=metrics)
+    definitions = plan.definitions("scheduler")
+    beat = Beat(
+        store,
+        plan.specs,
+        plan.timings.beat(),
+        alerter=alerter,
+        metrics=metrics,
+        definitions=definitions,
+    )
     signal.signal(signal.SIGTERM, beat.stop)
     signal.signal(signal.SIGINT, beat.stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: definitions.request())
     setproctitle.setproctitle(f"sched scheduler ({len(plan.specs)} jobs)")
     give_back = proc.lead_process_group()
     try:
@@ -175,14 +202,17 @@ def run_worker(plan: Plan, index: int = 0, token: str | None = None) -> int:
     tells the operator what its workers run; a worker on its own says that itself.
     """
     store = plan.store()
+    wid = make_worker_id(os.getpid(), token or uuid.uuid4().hex[:8])
     worker = Worker(
         store,
         plan.specs,
         jobs=plan.jobs,
         queues=plan.queues,
         settings=plan.timings.worker(),
-        worker_id=make_worker_id(os.getpid(), token) if token else None,
+        worker_id=wid,
         shutdown_hint=token is None,
+        definitions=plan.definitions(f"worker {wid}"),
+        follow_queues=plan.queues_from_jobs,
     )
     give_back = proc.lead_process_group()
     try:

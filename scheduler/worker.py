@@ -28,6 +28,7 @@ from typing import Any
 import setproctitle
 
 from scheduler import horse, proc
+from scheduler.cli_checks import queues_of
 from scheduler.cli_output import log_event
 from scheduler.display import human_duration
 from scheduler.errors import StoreCorrupt, StoreUnavailable
@@ -37,6 +38,7 @@ from scheduler.model import JobSpec, KillCause, Run, RunStatus, format_seconds, 
 from scheduler.options import format_size
 from scheduler.outage import Outage
 from scheduler.policy import Retry, retry_plan
+from scheduler.reload import Definitions, Reloaded
 from scheduler.store import Claimed, Store
 
 log = logging.getLogger("sched.worker")
@@ -131,7 +133,12 @@ class Worker:
         settings: WorkerSettings | None = None,
         worker_id: str | None = None,
         shutdown_hint: bool = True,
+        definitions: Definitions | None = None,
+        follow_queues: bool = False,
     ) -> None:
+        """`definitions` (scheduler/reload.py) is polled between runs: a change swaps in the
+        new specs and a fork server that loaded them. With `follow_queues` the worker serves
+        every queue its jobs name, also those a reload adds."""
         self.store = store
         self.specs = dict(specs)
         self.queues = list(queues)
@@ -139,6 +146,11 @@ class Worker:
         self.id = worker_id or make_worker_id(os.getpid(), uuid.uuid4().hex[:8])
         # Forks the horses from the jobs folder, in a process that holds no credential.
         self.forks = ForkServer(jobs)
+        self.definitions = definitions
+        self.follow_queues = follow_queues
+        # Jobs a reload removed: their runs still queued end `skipped`, not `failed`.
+        self._removed: set[str] = set()
+        self._next_loaded = 0.0
         self.shutdown_requests = 0
         self._stop_signal = signal.SIGTERM
         self._announced = 0
@@ -179,6 +191,11 @@ class Worker:
         self._stop_signal = signal.Signals(signum)
         if self.shutdown_requests == 1:
             self._warm_since = time.monotonic()
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP: reload the jobs folder between runs (a run in progress keeps its code)."""
+        if self.definitions is not None:
+            self.definitions.request()
 
     def _announce(self) -> None:
         """Log each shutdown request once: what it waits for, or what it kills."""
@@ -221,6 +238,8 @@ class Worker:
         """Serve the queues until shutdown; return the process exit code."""
         signal.signal(signal.SIGTERM, self.request_shutdown)
         signal.signal(signal.SIGINT, self.request_shutdown)
+        if self.definitions is not None:
+            signal.signal(signal.SIGHUP, self._on_sighup)
         # Any signal also writes a byte here, which wakes the wait loop's poll() at once.
         self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
@@ -272,6 +291,8 @@ class Worker:
         if self.shutdown_requests and len(self.queues) == 1:
             self._next = run_id  # taken while the stop came: given back, not started
             return 0
+        if self._refused_as_removed(run_id):
+            return 0
         try:
             claimed = self.store.claim(self.id, run_id, self.settings.lease_s)
         except StoreUnavailable:
@@ -282,7 +303,82 @@ class Worker:
         self.execute(claimed)
         return 1
 
+    def _refused_as_removed(self, run_id: str) -> bool:
+        """End a run whose job is gone `skipped` (reason `job removed`), without starting it.
+
+        A job this worker does not know may be one just added: the folder is looked at
+        first, so a run triggered right after its file was written still runs.
+        """
+        job = run_id.split("@", 1)[0]  # the store's rule: a run id starts with its job
+        if job in self.specs or self.definitions is None:
+            return False
+        self.definitions.request()
+        self._poll_definitions()
+        if job in self.specs or job not in self._removed:
+            return False
+        if self.store.refuse(self.id, run_id, job, "job removed", status=RunStatus.SKIPPED):
+            log_event(
+                log,
+                logging.INFO,
+                "run_refused",
+                "run %s: skipped - job removed",
+                run_id,
+                job=job,
+                run_id=run_id,
+                status=str(RunStatus.SKIPPED),
+                worker=self.id,
+            )
+        return True
+
+    def _poll_definitions(self) -> None:
+        """Between runs: swap in a changed jobs folder, and say which one this worker runs."""
+        if self.definitions is None:
+            return
+        try:
+            reloaded = self.definitions.poll()
+        except OSError as exc:  # the folder itself went away or cannot be read
+            log.error("worker %s: cannot read the jobs folder: %s", self.id, exc)
+            reloaded = None
+        if reloaded is not None:
+            self._swap(reloaded)
+        if time.monotonic() >= self._next_loaded:
+            self._publish_loaded()
+
+    def _swap(self, reloaded: Reloaded) -> None:
+        """Run the new definitions from the next run on: a fork server that loaded them
+        (its ready horse with them). Should it fail to load them (the folder changed again
+        meanwhile), the previous server and specs stay until the next change."""
+        fresh = ForkServer(self.forks.jobs)
+        try:
+            fresh.start()
+            fresh.request()
+        except ForkServerError as exc:
+            log.error("worker %s: keeping the previous definitions: %s", self.id, exc)
+            return
+        old, self.forks = self.forks, fresh
+        old.stop()
+        self._sweep()
+        self.specs = dict(reloaded.specs)
+        self._removed = (self._removed | set(reloaded.removed)) - set(reloaded.added)
+        if self.follow_queues:
+            new = [q for q in queues_of(self.specs) if q not in self.queues]
+            if new:
+                self.queues += new
+                self._next_heartbeat = 0.0  # tell the store at once which queues it serves
+                log.info("worker %s: now also serving queue %s", self.id, ", ".join(new))
+        self._publish_loaded()
+
+    def _publish_loaded(self) -> None:
+        """Tell the store which definitions this worker runs (`sched list` compares)."""
+        if self.definitions is None:
+            return
+        self._next_loaded = time.monotonic() + self.settings.reap_interval_s
+        self.store.set_loaded(
+            f"worker:{self.id}", self.definitions.loaded_info(), 2 * self.settings.lease_s
+        )
+
     def _maintain(self) -> None:
+        self._poll_definitions()
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self.store.heartbeat(
@@ -510,6 +606,8 @@ class Worker:
     def _reap_while_busy(self) -> None:
         try:
             self._reap()
+            if self.definitions is not None and time.monotonic() >= self._next_loaded:
+                self._publish_loaded()
         except StoreUnavailable as exc:
             self.outage.failed(exc, "the run goes on; reaping waits")
         except StoreCorrupt as exc:  # set aside by the store
