@@ -11,12 +11,13 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from scheduler.embedded import EmbeddedRedis
-from scheduler.model import RunStatus
+from scheduler.model import RunStatus, Trigger
 from scheduler.reload import folder_digest
 from scheduler.store import Store
 from tests.helpers import final, trigger, wait_for
@@ -225,3 +226,72 @@ def test_run_lines_carry_structured_fields(store: Store, start: Callable[..., Wo
     assert isinstance(entry["duration_s"], float) and entry["duration_s"] >= 0, entry
     assert isinstance(entry["worker"], str) and entry["worker"].count(":") == 2, entry
     assert re.fullmatch(rf"run {re.escape(run_id)}: completed in \d+ms", str(entry["message"]))
+
+
+FOLLOWER = """
+import logging, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from scheduler.loader import load_jobs
+from scheduler.runner import Plan, Timings, run_worker
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+url, namespace, jobs = sys.argv[1:]
+specs = load_jobs(jobs)
+plan = Plan(
+    specs, url, namespace, jobs=Path(jobs), queues=("default",), queues_from_jobs=True,
+    timings=Timings(lease_s=2.0, grace_s=0.3),
+)
+sys.exit(run_worker(plan))
+"""
+
+HEAVY = """
+from scheduler import job
+
+
+@job("@yearly", queue="heavy", timeout="60s")
+def crunch() -> None:
+    print("crunched")
+"""
+
+
+def test_a_worker_serving_its_jobs_queues_serves_a_queue_a_reload_adds(
+    store: Store, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    # What `sched run` without --queue does: a plan whose queues came from its jobs.
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    write(jobs / "app.py", JOB.format(version="v1", slow_s=1.0))
+    log = tmp_path / "follower.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", FOLLOWER, redis_server.url, store.namespace, str(jobs)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "serving queues default" in log.read_text(), 30, "the worker")
+        write(jobs / "heavy.py", HEAVY)
+        wait_for(lambda: "now also serving queue heavy" in log.read_text(), 20, "the new queue")
+        run_id = f"heavy.crunch@test-{uuid.uuid4().hex[:8]}"
+        store.enqueue(
+            run_id=run_id,
+            job="heavy.crunch",
+            scheduled_for=datetime.now(UTC),
+            queue="heavy",
+            trigger=Trigger.MANUAL,
+            advance_last_fire=False,
+        )
+        run = final(store, run_id)
+        assert run.status is RunStatus.COMPLETED and (run.output or "").strip() == "crunched"
+        wait_for(
+            lambda: any(w.get("queues") == "default,heavy" for w in store.workers()),
+            10,
+            "the worker's record to list the new queue",
+        )
+    finally:
+        proc.terminate()
+        proc.wait(20)
