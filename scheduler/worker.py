@@ -249,7 +249,9 @@ class Worker:
         # Should the fork server die, what its horses started is re-parented here.
         proc.become_subreaper()
         self._foreign = set(proc.children_of(os.getpid()))
-        self._start_forks()
+        if not self._start_serving():
+            log.info("worker %s: stopped", self.id)
+            return 0
         log.info("worker %s: serving queues %s", self.id, ", ".join(self.queues))
         self._title("idle")
         done = 0
@@ -411,6 +413,40 @@ class Worker:
             )
         self.store.recover_inboxes()
         self.store.promote_due()
+
+    def _start_serving(self) -> bool:
+        """Start the fork server; False when a shutdown came first.
+
+        The fork server loads the jobs folder from disk. While that folder has problems (an
+        edit in progress, as a reload saw it) the worker waits for it to be fixed instead of
+        failing, which a supervisor would count as a failure to start.
+        """
+        waiting = False
+        failed_while_valid = 0
+        while True:
+            try:
+                self._start_forks()
+                return True
+            except ForkServerError:
+                if self.definitions is None:
+                    raise
+                self.definitions.request()
+                reloaded = self.definitions.poll()
+                if reloaded is not None:
+                    self.specs = dict(reloaded.specs)
+                failed_while_valid = 0 if self.definitions.problems else failed_while_valid + 1
+                if failed_while_valid >= 2:
+                    raise  # the folder is fine: something else keeps the server from starting
+            if self.definitions.problems and not waiting:
+                waiting = True
+                log.warning(
+                    "worker %s: waiting for the jobs folder to be fixed (its fork server "
+                    "cannot load it)",
+                    self.id,
+                )
+            self._sleep(max(1.0, min(self.definitions.every_s, 5.0)))
+            if self.shutdown_requests:
+                return False
 
     def _start_forks(self) -> None:
         """Start the fork server, with the next run's horse on its way."""

@@ -295,3 +295,21 @@ def test_a_worker_serving_its_jobs_queues_serves_a_queue_a_reload_adds(
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_worker_restarted_while_the_folder_is_broken_waits_for_the_fix(
+    store: Store, start: Callable[..., Worker]
+) -> None:
+    worker = start("--workers", "2")
+    wait_for(lambda: worker.text().count("serving queues") == 2, 30, "both workers")
+    good = JOB.format(version="v2", slow_s=1.0)
+    write(worker.jobs / "app.py", good + "\ndef broken(:\n")
+    wait_for(lambda: worker.text().count("app.py:") >= 2, 20, "both workers to see the problem")
+    first = int(re.findall(r"started worker-1 \(pid (\d+)\)", worker.text())[-1])
+    os.kill(first, signal.SIGKILL)  # its restart meets the broken folder
+    wait_for(lambda: "waiting for the jobs folder to be fixed" in worker.text(), 30, "the wait")
+    write(worker.jobs / "app.py", good)
+    wait_for(lambda: worker.text().count("serving queues") == 3, 30, "the new worker to serve")
+    assert worker.proc.poll() is None, "the supervisor did not give up"
+    assert "failed 4 times" not in worker.text()
+    assert output_of(store, "app.greet") == "greet v2"
