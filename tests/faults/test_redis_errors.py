@@ -240,6 +240,8 @@ def test_redis_loading_its_data_after_a_restart(cluster: Cluster) -> None:
     wait_for(lambda: ticks_after(store, back, 1), 30, "ticks after loading")
     resumed_after = time.monotonic() - t_back
     assert_one_outage_each(cluster, "s", "w")
+    for name in ("s", "w"):
+        assert cluster.stop(name) == 0, cluster.log(name)
     print(
         f"FIGURE loading: Redis loaded after {loaded_after:.1f}s "
         f"({stats['errorstat_LOADING']['count']} LOADING replies); ticks again "
