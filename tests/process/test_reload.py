@@ -21,6 +21,7 @@ import pytest
 
 from scheduler.embedded import socket_url
 from scheduler.model import Run, RunStatus
+from scheduler.reload import folder_digest
 from scheduler.store import Store, is_alive
 from tests.helpers import final, wait_for
 
@@ -293,3 +294,50 @@ def test_no_watch_reloads_on_sighup_only(project: Project) -> None:
     listed = project.sched("list", "--json")
     assert listed.returncode == 0 and listed.stderr == ""
     assert {row["job"] for row in json.loads(listed.stdout)} == {"tick", "extra"}
+
+
+def test_scheduler_and_worker_alone_reload_on_sighup(tmp_path: Path, redis_url: str) -> None:
+    """The production layout: `sched scheduler` and `sched worker` as separate processes."""
+    project = Project(tmp_path)
+    project.write("base.py", TICK.format(value="v1"))
+    env = {**project.env(), "SCHED_REDIS_URL": redis_url, "SCHED_LEASE": "2s"}
+    store = Store(redis_url)
+    procs = []
+    with project.log_path.open("w") as out:
+        for command in ("scheduler", "worker"):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "scheduler", command, "--no-watch"],
+                    cwd=project.root,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    try:
+        wait_for(lambda: len(store.loaded()) >= 2, 30, "scheduler and worker to publish")
+        project.write("extra.py", EXTRA)
+        for proc in procs:
+            proc.send_signal(signal.SIGHUP)
+        runs = wait_for(
+            lambda: [r for r in store.history(job="extra", limit=5) if r.status.final], 20
+        )
+        assert runs[0].status is RunStatus.COMPLETED
+        assert sorted(project.reloads()) == [
+            ("scheduler", "1 added (extra); 2 jobs"),
+            ("worker", "1 added (extra); 2 jobs"),
+        ]
+        digests = {info["digest"] for info in store.loaded().values()}
+        assert digests == {folder_digest(project.jobs)}
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        store.close()
+        print(project.log())
