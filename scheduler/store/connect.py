@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -9,6 +10,7 @@ import redis
 import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 
 from scheduler.urls import mask_url
 
@@ -62,6 +64,7 @@ def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Re
         redis.Redis,
         sentinel.master_for(  # type: ignore[no-untyped-call]
             path[0],
+            connection_pool_class=FollowingPrimaryPool,
             db=int(path[1]) if len(path) > 1 else 0,
             decode_responses=True,
             socket_connect_timeout=connect_timeout_s,
@@ -69,6 +72,34 @@ def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Re
             **{k: v for k, v in auth.items() if v is not None},
         ),
     )
+
+
+class FollowingPrimaryPool(SentinelConnectionPool):
+    """A Sentinel pool that asks the sentinels which server is the primary once a second.
+
+    redis-py asks only when it opens a connection. After a failover the old primary may go on
+    accepting writes until a sentinel turns it into a replica (up to about 10 s later, at its
+    next INFO round; never while it is cut off from them), and those writes are discarded when
+    it resyncs from the new one: a client that kept its connections wrote into that void. Here
+    a client follows the new primary within a second: a changed address closes the idle
+    connections, and each connection in use is closed when it is handed back.
+    """
+
+    CHECK_EVERY_S = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._checked_at = 0.0
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now - self._checked_at >= self.CHECK_EVERY_S:
+            self._checked_at = now
+            try:
+                self.get_master_address()  # type: ignore[no-untyped-call]
+            except (redis.exceptions.RedisError, OSError):
+                pass  # no sentinel answers: the connection says so itself, or still works
+        return super().get_connection(*args, **kwargs)
 
 
 def _no_retry() -> Retry:
