@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 
 from scheduler.embedded import EmbeddedRedis
 from scheduler.errors import StoreCorrupt, StoreUnavailable
 from scheduler.model import RunStatus, run_id_for
-from scheduler.store import Store
+from scheduler.store import RedisStore, Store
+from scheduler.store.faults import translate
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -87,3 +89,16 @@ def test_a_key_of_the_wrong_type_is_corrupt(own: Store) -> None:
     own.redis.set(own.keys.paused, "not a set")
     with pytest.raises(StoreCorrupt, match="WRONGTYPE"):
         own.paused_jobs()
+
+
+def test_a_tryagain_reply_is_an_outage(own: Store) -> None:
+    """TRYAGAIN is a Redis Cluster reply (a multi-key command during a slot migration) that a
+    single server never sends by itself; a script makes the real server send it here."""
+    assert isinstance(own, RedisStore)
+    with pytest.raises(redis.exceptions.ResponseError) as caught:
+        own.redis.eval(
+            "return redis.error_reply('TRYAGAIN Multiple keys request during rehashing of slot')",
+            0,
+        )
+    problem = translate(caught.value)
+    assert isinstance(problem, StoreUnavailable) and problem.what == "Redis asks to try again"
