@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.helpers import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SYSTEMD = DEPLOY / "systemd"
@@ -747,6 +749,27 @@ def configmap_volume(tmp_path: Path, sources: list[Path]) -> Path:
         (folder / source.name).symlink_to(Path("..data") / source.name)
     (folder / "..data").symlink_to(stamp.name)
     return folder
+
+
+def test_kubernetes_configmap_edited_in_place_is_reloaded(tmp_path: Path) -> None:
+    """The kubelet's update of a mounted ConfigMap (a new timestamped folder, then `..data`
+    swapped by a rename) is a change the jobs folder's watch sees."""
+    from scheduler.loader import load_jobs
+    from scheduler.reload import Definitions
+
+    folder = configmap_volume(tmp_path, [JOBS_CONFIGMAP_DIR / "hello.py"])
+    definitions = Definitions(folder, load_jobs(folder), who="test", every_s=0.05)
+    old = os.readlink(folder / "..data")
+    stamp = folder / "..2026_01_01_00_05_00.000000001"
+    stamp.mkdir()
+    text = (JOBS_CONFIGMAP_DIR / "hello.py").read_text(encoding="utf-8")
+    extra = '\n\n@job(every="1h")\ndef added_by_edit() -> None:\n    pass\n'
+    (stamp / "hello.py").write_text(text + extra, encoding="utf-8")
+    (folder / "..data_tmp").symlink_to(stamp.name)
+    os.rename(folder / "..data_tmp", folder / "..data")
+    shutil.rmtree(folder / old)
+    reloaded = wait_for(definitions.poll, 15, "the reload of the swapped ConfigMap")
+    assert reloaded.added == ("hello.added_by_edit",)
 
 
 def test_kubernetes_jobs_load_from_a_configmap_volume(tmp_path: Path) -> None:
