@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -9,7 +10,7 @@ import os
 import stat
 import sys
 import types
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from scheduler.options import check_tz
 # the next one can take it away: two folders loaded in one process must not see each other's
 # helper modules.
 _left: dict[str, list[str]] = {"path": [], "modules": []}
+
+_HERE = os.path.abspath(__file__)
 
 # A file's stat as the reload poll compares it: mtime_ns, ctime_ns, size, inode, device.
 # ctime cannot be set from user space, so a content change hidden by restoring the mtime
@@ -64,6 +67,8 @@ class Stamp:
 # (None when it failed), so a process can tell which disk state the specs it was given came
 # from, even when it starts watching seconds after they were loaded.
 _stamps: dict[str, tuple[Stamp, dict[str, JobSpec] | None]] = {}
+# And what its files imported (import_graph).
+_imports: dict[str, dict[str, frozenset[str]]] = {}
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,11 @@ def load_jobs(
         )
         raise DefinitionError(problems)
     collector = Collector(root=root, tz=tz or DEFAULT_TZ, timeout_s=timeout_s, problems=problems)
-    with _importable(root) as prefix, collecting(collector):
+    edges: dict[str, set[str]] = {}
+    with _importable(root) as prefix, collecting(collector), _recording_imports(edges):
         for path in job_files(root):
             _import_file(path, root, prefix, collector)
+    _imports[str(root)] = _file_graph(edges, root)
     forget_validated()  # the memo speeds up one load; keeping it would only hold memory
     specs = sorted(_unique(collector.specs), key=lambda s: (s.path, s.line))
     # dict.fromkeys: a broken helper imported by several job files is one problem, not many.
@@ -186,6 +193,76 @@ def digest_of(hashes: Mapping[str, str] | None) -> str:
         for rel in sorted(hashes):
             total.update(f"{rel}\0{hashes[rel]}\n".encode())
     return total.hexdigest()
+
+
+def import_graph(folder: str | Path) -> Mapping[str, frozenset[str]]:
+    """What the last load of folder saw each of its files import, by relative path: the
+    import statements run while loading (not those inside functions, run later)."""
+    return _imports.get(os.path.abspath(folder), {})
+
+
+@contextmanager
+def _recording_imports(edges: dict[str, set[str]]) -> Iterator[None]:
+    """Record, by module name, what each module imports while the folder loads.
+
+    `from _words import WORD` leaves no trace in the importing module but a copied value; an
+    edit of _words.py must still count as a change of the jobs that import it.
+    """
+    original = builtins.__import__
+
+    def recording(
+        name: str,
+        globals: Mapping[str, object] | None = None,
+        locals: Mapping[str, object] | None = None,
+        fromlist: Sequence[str] | None = (),
+        level: int = 0,
+    ) -> types.ModuleType:
+        module = original(name, globals, locals, fromlist or (), level)
+        importer = globals.get("__name__") if globals else None
+        if isinstance(importer, str):
+            try:
+                package = globals.get("__package__") if globals else None
+                parent = package if isinstance(package, str) else None
+                target = importlib.util.resolve_name("." * level + name, parent)
+            except (ImportError, ValueError, TypeError):
+                return module
+            found = edges.setdefault(importer, set())
+            found.add(target)
+            found.update(f"{target}.{item}" for item in fromlist or () if item != "*")
+        return module
+
+    builtins.__import__ = recording
+    try:
+        yield
+    finally:
+        builtins.__import__ = original
+
+
+def _file_graph(edges: Mapping[str, set[str]], root: Path) -> dict[str, frozenset[str]]:
+    """Module-name edges -> relative-path edges, between files of the folder only."""
+
+    # Strings, not Paths, and each module once: a folder of thousands of job files each
+    # importing `scheduler` must not pay for it.
+    prefix = os.path.join(str(root), "")
+    by_module: dict[str, str | None] = {}
+
+    def file_of(name: str) -> str | None:
+        if name not in by_module:
+            origin = getattr(sys.modules.get(name), "__file__", None)
+            path = os.path.abspath(origin) if isinstance(origin, str) else ""
+            inside = path.startswith(prefix)
+            by_module[name] = path[len(prefix) :].replace(os.sep, "/") if inside else None
+        return by_module[name]
+
+    graph: dict[str, frozenset[str]] = {}
+    for importer, targets in edges.items():
+        source = file_of(importer)
+        if source is None:
+            continue
+        files = {f for f in map(file_of, targets) if f is not None and f != source}
+        if files:
+            graph[source] = frozenset(files | graph.get(source, frozenset()))
+    return graph
 
 
 def last_stamp(folder: str | Path, specs: Mapping[str, JobSpec] | None = None) -> Stamp | None:
@@ -318,6 +395,8 @@ def _import_problem(exc: BaseException, path: Path) -> Problem:
     line, raised = 1, None
     for frame, lineno in _frames(exc.__traceback__):
         filename = os.path.abspath(frame.f_code.co_filename)
+        if filename == _HERE:
+            continue  # the import recorder passing the error on: not where it was raised
         if filename == target:
             line = lineno
         raised = (filename, lineno)

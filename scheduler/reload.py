@@ -32,7 +32,7 @@ from pathlib import Path
 from scheduler.api import display_path
 from scheduler.cli_output import log_event
 from scheduler.errors import DefinitionError, Problem
-from scheduler.loader import last_stamp, load_jobs, read_stamp, walk_folder
+from scheduler.loader import import_graph, last_stamp, load_jobs, read_stamp, walk_folder
 from scheduler.model import DEFAULT_TIMEOUT_S, JobSpec
 
 log = logging.getLogger("sched.reload")
@@ -286,23 +286,36 @@ def _code_digests(
 ) -> dict[str, str]:
     """Per Python job, a digest of the folder files its function's code comes from.
 
-    Its module's file, and the folder modules that module refers to (imported modules, and
-    the modules of imported functions and classes), transitively. A helper imported lazily
-    inside the function is not seen: its edit reloads the code but is reported as a file.
+    Its module's file, the folder modules that module imported while loading, and those
+    it refers to (imported modules, the modules of imported functions and classes),
+    transitively. A helper imported lazily inside the function is not seen: its edit reloads
+    the code but is reported as a file.
     """
     out: dict[str, str] = {}
     memo: dict[tuple[int, ...], str] = {}
+    graph = import_graph(root)
     for name, spec in specs.items():
         if spec.func is None:
             continue
         namespaces = _namespaces(spec.func)
         key = tuple(id(ns) for ns in namespaces)
         if key not in memo:
-            files = _source_files(namespaces, root)
+            files = _imported(_source_files(namespaces, root), graph)
             text = "".join(f"{rel}\0{hashes.get(rel, '')}\n" for rel in sorted(files))
             memo[key] = hashlib.sha256(text.encode()).hexdigest()
         out[name] = memo[key]
     return out
+
+
+def _imported(files: set[str], graph: Mapping[str, frozenset[str]]) -> set[str]:
+    """files and every folder file they import, transitively."""
+    found, stack = set(files), list(files)
+    while stack:
+        for target in graph.get(stack.pop(), ()):
+            if target not in found:
+                found.add(target)
+                stack.append(target)
+    return found
 
 
 def _namespaces(func: Callable[..., object]) -> list[dict[str, object]]:

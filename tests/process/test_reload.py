@@ -197,6 +197,32 @@ def test_an_edited_function_runs_its_new_code_from_the_next_run(project: Project
     ]
 
 
+USES_HELPER = """\
+from scheduler import job
+from _words import WORD
+
+
+@job(every="1s", name="speaks", timeout="10s")
+def speaks():
+    return WORD
+"""
+
+
+def test_an_edited_helper_module_is_imported_afresh(project: Project) -> None:
+    project.write("_words.py", "WORD = 'first'\n")
+    project.write("speaks.py", USES_HELPER)
+    project.start()
+    wait_for(lambda: project.completed("speaks"), 20, "a run with the first helper")
+    project.write("_words.py", "WORD = 'second'\n")
+    wait_for(
+        lambda: project.completed("speaks")[0].result == "second", 20, "a run with the new helper"
+    )
+    assert sorted(project.reloads()) == [
+        ("scheduler", "1 changed (speaks); 1 job"),
+        ("worker", "1 changed (speaks); 1 job"),
+    ]
+
+
 def test_a_removed_jobs_queued_run_ends_skipped(project: Project) -> None:
     project.write("block.py", BLOCKER)
     project.write("victim.py", VICTIM)

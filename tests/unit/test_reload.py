@@ -230,6 +230,31 @@ def test_edited_helper_module_is_reimported_and_its_users_change(jobs: Path) -> 
     assert func is not None and func() == "hello, again"
 
 
+def test_a_value_imported_from_a_helper_counts_as_its_users_code(jobs: Path) -> None:
+    """`from _words import WORD` keeps no reference to _words: the load's imports say it."""
+    write(jobs / "_words.py", "WORD = 'first'\n")
+    write(jobs / "pkg" / "__init__.py", "")
+    write(jobs / "pkg" / "_more.py", "MORE = '!'\n")
+    write(
+        jobs / "pkg" / "speaks.py",
+        TICK.format(every="1m", name="speaks", value="x")
+        .replace(
+            "from scheduler import job",
+            "from scheduler import job\nfrom _words import WORD\nfrom ._more import MORE",
+        )
+        .replace("return 'x'", "return WORD + MORE"),
+    )
+    defs = watch(jobs)
+    write(jobs / "pkg" / "_more.py", "MORE = '?'\n")
+    result = settle(defs)
+    assert result is not None and result.changed == ("speaks",)
+    write(jobs / "_words.py", "WORD = 'second'\n")
+    result = settle(defs)
+    assert result is not None and result.changed == ("speaks",)
+    func = result.specs["speaks"].func
+    assert func is not None and func() == "second?"
+
+
 def test_helper_package_through_a_module_reference(jobs: Path) -> None:
     write(jobs / "lib" / "__init__.py", "")
     write(jobs / "lib" / "text.py", "WORD = 'one'\n")
