@@ -5,7 +5,8 @@ deployment relies on (warm shutdown, persistence, HA, non-root, probes), `system
 the Compose Specification schema (shipped in the check-jsonschema package), `kubectl
 kustomize` and the Kubernetes schemas (kubernetes-validate), hadolint, and the health check
 against a real worker. A check whose tool is missing is skipped and says which tool. There
-is no Docker engine and no cluster here: the image is never built, nothing is applied.
+is no Docker engine and no cluster here: the image is built and run with podman by
+tests/deploy/containers (scripts/deploy-test); nothing is applied to a cluster.
 """
 
 from __future__ import annotations
