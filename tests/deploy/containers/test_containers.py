@@ -102,12 +102,13 @@ def started_at(container: str) -> str:
 def test_image_first_run_starts_sched_run_with_the_example_jobs(first_run: str) -> None:
     def started() -> list[str] | None:
         args = [p.args for p in processes(first_run)]
-        wanted = ("sched scheduler", "sched worker", "redis-server")
-        return args if all(any(w in a for a in args) for w in wanted) else None
+        workers = [a for a in args if a.startswith("sched worker")]
+        wanted = ("sched scheduler", "redis-server")
+        ready = len(workers) == 2 and all(any(w in a for a in args) for w in wanted)
+        return args if ready else None
 
-    args = poll(started, 60, "sched run's scheduler, workers and embedded Redis")
+    args = poll(started, 60, "sched run's scheduler, two workers and embedded Redis")
     assert args[0].startswith("tini -- sched run")
-    assert len([a for a in args if a.startswith("sched worker")]) == 2
     jobs = sched_json(first_run, "list")
     assert {j["job"] for j in jobs} >= {"examples.tick", "examples.flaky_report"}
     assert inspect(first_run, "{{.Config.User}}") == "10001:10001"
