@@ -78,15 +78,20 @@ class Definitions:
         default_timeout_s: float = DEFAULT_TIMEOUT_S,
         every_s: float = 1.0,
         settle_s: float = SETTLE_S,
+        list_problems: bool = True,
     ) -> None:
         """`specs` as load_jobs(root) returned them. `every_s=math.inf` watches nothing:
-        only request() reloads (`--no-watch`)."""
+        only request() reloads (`--no-watch`). `list_problems=False` logs an invalid folder's
+        problems at DEBUG only, beside the one ERROR line saying it keeps its definitions:
+        for processes whose log another process of the same deployment (the scheduler of a
+        `sched run`) already lists them in."""
         self.root = Path(os.path.abspath(root))
         self.who = who
         self.default_tz = default_tz
         self.default_timeout_s = default_timeout_s
         self.every_s = every_s
         self.settle_s = settle_s
+        self.list_problems = list_problems
         self.specs: dict[str, JobSpec] = dict(specs)
         # The disk state these specs came from. A process started seconds after the load
         # (a forked child) must not take a newer disk state for the one it runs.
@@ -229,10 +234,11 @@ class Definitions:
             "s" if count != 1 else "",
             _jobs(len(self.specs)),
         )
+        level = logging.ERROR if self.list_problems else logging.DEBUG
         for problem in problems:
             # One line each, so that a log search for the path finds the whole problem.
             text = str(problem).replace("\n  ", "; ")
-            log_event(log, logging.ERROR, "job_problem", "%s", text, job=problem.job)
+            log_event(log, level, "job_problem", "%s", text, job=problem.job)
 
 
 def _shown(root: Path) -> str:

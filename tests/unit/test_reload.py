@@ -169,6 +169,20 @@ def test_broken_folder_keeps_old_specs_and_logs_each_problem_once(
     assert len(caplog.records) == 6
 
 
+def test_problems_listed_at_debug_only_when_asked(
+    jobs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    defs = Definitions(jobs, load_jobs(jobs), who="test", every_s=0, list_problems=False)
+    write(jobs / "b.py", "def b(:\n")
+    assert settle(defs) is None
+    levels = [(r.levelno, r.getMessage()[:20]) for r in caplog.records]
+    assert levels == [
+        (logging.ERROR, "test: jobs folder jo"),
+        (logging.DEBUG, "jobs/b.py:1: syntax "),
+    ]
+
+
 def test_fixing_the_folder_loads_it(jobs: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     defs = watch(jobs)
