@@ -1213,15 +1213,20 @@ def _metrics_option(func: Any) -> Any:
 
 
 def _check_hooks_env() -> None:
-    """Fail early (exit 2) on a bad SCHED_ON_FAILURE / SCHED_ON_LATE."""
+    """Fail early (exit 2) on a bad SCHED_ON_FAILURE / SCHED_ON_LATE / SCHED_HEARTBEAT_*."""
     from scheduler.errors import InvalidOption
     from scheduler.options import ENV_ON_FAILURE, ENV_ON_LATE, hook_from_env
+    from scheduler.pings import heartbeat_from_env
 
     for name in (ENV_ON_FAILURE, ENV_ON_LATE):
         try:
             hook_from_env(name)
         except InvalidOption as exc:
             _fail(f"{exc}; expected {exc.expected}", EXIT_USAGE)
+    try:
+        heartbeat_from_env()
+    except InvalidOption as exc:
+        _fail(f"{exc}; expected {exc.expected}", EXIT_USAGE)
 
 
 def _timings(grace: str, lease: str, warm_timeout: str | None = None) -> Any:
@@ -1407,6 +1412,8 @@ def run(
             web=web_settings,
             default_timeout_s=_default_timeout_s(cfg),
             watch=not no_watch,
+            # With no --queue, sched run serves every queue its jobs name, reloads included.
+            queues_from_jobs=not queues,
         )
         if web_settings is not None:
             logging.getLogger("sched").info("sched: dashboard on %s", web_settings.url)

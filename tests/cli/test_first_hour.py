@@ -400,3 +400,32 @@ def test_trigger_wait_says_when_no_worker_serves_the_queue(
         stop(proc)
     assert result.returncode == 125, result.stdout + result.stderr  # sched could not run it
     assert "no live worker serves queue 'heavy'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SCHED_HEARTBEAT_URL": "ftp://monitor.example/ping"}, "SCHED_HEARTBEAT_URL"),
+        (
+            {"SCHED_HEARTBEAT_URL": "https://hc-ping.com/x", "SCHED_HEARTBEAT_EVERY": "often"},
+            "SCHED_HEARTBEAT_EVERY",
+        ),
+        ({"SCHED_HEARTBEAT_EVERY": "1m"}, "SCHED_HEARTBEAT_URL"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "scheduler"])
+def test_a_bad_heartbeat_setting_stops_the_start(
+    tmp_path: Path, env: dict[str, str], named: str, command: str
+) -> None:
+    """A heartbeat that could never be sent is a usage error at start, not a log line later."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "--jobs", str(GOOD), command],
+        env={**clean_env(), "SCHED_STATE_DIR": str(tmp_path / "state"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr
