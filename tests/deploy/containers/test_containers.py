@@ -147,7 +147,7 @@ def test_compose_under_faults(compose: Compose) -> None:
         return False
 
     for container in (schedulers[0], workers[0]):
-        poll(lambda c=container: healthy(c), 30, f"{container} to be healthy: {unhealthy}")
+        poll(lambda c=container: healthy(c), 90, f"{container} to be healthy: {unhealthy}")
     if unhealthy:
         print(f"figures: health checks that failed before passing: {unhealthy}")
     assert podman("exec", redis, "redis-cli", "config", "get", "appendonly").stdout.split() == [
