@@ -88,12 +88,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def images() -> Images:
-    """The images scripts/deploy-test built (it is run here when the variables are unset)."""
-    if shutil.which("podman") is None:
-        pytest.fail(
-            "podman is not installed: run scripts/deploy-test, which installs podman, runc and "
-            "debootstrap from Debian (as root) and builds the images these tests run"
-        )
+    """The images scripts/deploy-test built (it is run here when the variables are unset: it
+    installs what is missing as root, and fails saying what is missing otherwise)."""
     names = ("SCHED_TEST_IMAGE", "SCHED_TEST_REDIS_IMAGE", "SCHED_TEST_COMPOSE")
     if not all(os.environ.get(name) for name in names):
         env = dict(os.environ, VENV=str(Path(sys.executable).parent.parent))
@@ -109,6 +105,11 @@ def images() -> Images:
             pytest.fail(f"scripts/deploy-test --prepare-only failed:\n{proc.stderr[-4000:]}")
         exports = proc.stdout.strip().splitlines()[-1].removeprefix("export ").split()
         os.environ.update(dict(pair.split("=", 1) for pair in exports))
+    if shutil.which("podman") is None:
+        pytest.fail(
+            "podman is not installed: run scripts/deploy-test, which installs podman, runc and "
+            "debootstrap from Debian (as root) and builds the images these tests run"
+        )
     return Images(*(os.environ[name] for name in names))
 
 
