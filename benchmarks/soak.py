@@ -115,6 +115,7 @@ def sample_process(pid: int) -> dict[str, float] | None:
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
+    regions = smaps_rss(pid)
     ticks = os.sysconf("SC_CLK_TCK")
     rest = stat[stat.rindex(")") + 2 :].split()
     cpu = (int(rest[11]) + int(rest[12])) / ticks
@@ -123,7 +124,28 @@ def sample_process(pid: int) -> dict[str, float] | None:
         "anon_kb": fields.get("RssAnon", 0),
         "fds": fds,
         "cpu_s": cpu,
+        **regions,
     }
+
+
+def smaps_rss(pid: int) -> dict[str, int]:
+    """Where the resident memory is (KiB): `[heap]` (glibc's main arena, grown by brk: every
+    malloc below the mmap threshold, Python's objects over 512 bytes among them), the other
+    anonymous maps (CPython's 1 MiB object arenas, which the kernel merges into larger
+    regions, and glibc's large chunks and thread arenas), the stack."""
+    text = _read(f"/proc/{pid}/smaps")
+    out = {"heap_kb": 0, "maps_kb": 0, "stack_kb": 0}
+    if text is None:
+        return out
+    kind = None
+    for line in text.splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and ":" not in head[0] and len(head) >= 5:
+            path = head[5] if len(head) > 5 else ""
+            kind = {"[heap]": "heap_kb", "[stack]": "stack_kb", "": "maps_kb"}.get(path)
+        elif kind is not None and line.startswith("Rss:"):
+            out[kind] += int(line.split()[1])
+    return out
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -322,6 +344,9 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:]
 
 
+_NONE = Series("", 0, 0)
+
+
 def _sample_tree(root: int, t: float, series: dict[int, Series]) -> None:
     tree = _children()
     todo = [(root, 0)]
@@ -329,8 +354,8 @@ def _sample_tree(root: int, t: float, series: dict[int, Series]) -> None:
         pid, parent = todo.pop()
         todo.extend((c, pid) for c in tree.get(pid, ()))
         role = _role(pid)
-        if role is None:  # horses: short-lived, not measured
-            continue
+        if role is None or (role == "forkserver" and series.get(parent, _NONE).role != "worker"):
+            continue  # horses (a new one has its fork server's title a moment): not measured
         sample = sample_process(pid)
         if sample is None:
             continue
@@ -398,6 +423,10 @@ def _report(
         after = [x for x in s.samples if x["t"] >= warmup_s]
         rss = fit([(x["t"], x["rss_kb"]) for x in after])
         anon = fit([(x["t"], x["anon_kb"]) for x in after])
+        regions = {
+            key: fit([(x["t"], x[key]) for x in after])
+            for key in ("heap_kb", "maps_kb", "stack_kb")
+        }
         fds = fit([(x["t"], x["fds"]) for x in after])
         half = [x for x in after if x["t"] >= (after[0]["t"] + after[-1]["t"]) / 2] if after else []
         late = fit([(x["t"], x["rss_kb"]) for x in half])
@@ -413,6 +442,7 @@ def _report(
             "rss_slope_kib_min": rss,
             "rss_slope_kib_min_second_half": late,
             "anon_slope_kib_min": anon,
+            "region_slopes_kib_min": regions,
             "fds_first": after[0]["fds"] if after else None,
             "fds_last": after[-1]["fds"] if after else None,
             "fd_slope_per_min": fds,
@@ -518,14 +548,8 @@ def trace_diff(trace_dir: Path, top: int = 25) -> dict[str, Any]:
                 if size > 0
             ],
             "top_types": [{"type": k, "objects": n} for n, k in type_growth[:10] if n > 0],
-            "top_tracebacks_last": [
-                {
-                    "kib": round(t["size"] / 1024, 1),
-                    "blocks": t["count"],
-                    "frames": [f"{_short(f)}:{ln}" for f, ln in t["frames"]],
-                }
-                for t in last["tracebacks"][:10]
-            ],
+            "pymalloc_first": first.get("pymalloc", {}),
+            "pymalloc_last": last.get("pymalloc", {}),
         }
     return out
 
@@ -571,12 +595,28 @@ def table(report: dict[str, Any]) -> str:
             f"{_fmt_fit(p['anon_slope_kib_min'])} | {p['fds_first']} -> {p['fds_last']} | "
             f"{_fmt_fit(p['fd_slope_per_min'], 3)} | {p['cpu_pct']} % | {verdict} |"
         )
+    lines += [
+        "",
+        "| process | where the RSS grows (KiB/min): [heap] | other anonymous maps | stack |",
+        "|---|---|---|---|",
+    ]
+    for name, p in report["processes"].items():
+        g = p["region_slopes_kib_min"]
+        if p["rss_kb_first"] is None:
+            continue
+        lines.append(
+            f"| {name} | {_fmt_fit(g['heap_kb'])} | {_fmt_fit(g['maps_kb'])} | "
+            f"{_fmt_fit(g['stack_kb'])} |"
+        )
     r = report["redis"]
     if r["used_memory_first"] is not None:
+        lines.append("")
+        lines.append("| Redis | | used_memory after warm-up | slope KiB/min (±2 SE) |")
+        lines.append("|---|---|---|---|")
         lines.append(
-            f"| redis-server used_memory | - | {r['used_memory_first'] / 2**20:.1f} -> "
+            f"| redis-server | used_memory | {r['used_memory_first'] / 2**20:.1f} -> "
             f"{r['used_memory_last'] / 2**20:.1f} MiB | "
-            f"{_fmt_fit(r['used_memory_slope_kib_min'])} | | | | | | |"
+            f"{_fmt_fit(r['used_memory_slope_kib_min'])} |"
         )
     lines += [
         "",
@@ -590,6 +630,27 @@ def table(report: dict[str, Any]) -> str:
             f"{f['longest_gap_s']:.0f} s | {f['duplicates']} | {statuses} |"
         )
     return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown section: when, where, what ran, then the tables."""
+    m, c = report["machine"], report["config"]
+    load = " ".join(f"{x:.2f}" for x in m.get("load_average", []))
+    head = [
+        f"Soak of {c['minutes']:g} min ({c['warmup_minutes']:g} min warm-up left out of the "
+        f"slopes, a sample every {c['interval_s']:g} s), `sched run --workers {c['workers']}` "
+        f"on benchmarks/soak_jobs{' with tracemalloc on' if c['traced'] else ''}, "
+        f"{report['date']}.",
+        "",
+        f"- Machine: {m['nproc']} cores ({m['cpu']}), {m['memory']}, {m['kernel']}; load "
+        f"average at the end {load} (shared with other work: figures are noisy)",
+        f"- Python {m['python']}; redis-server {m['redis_server']}; redis-py {m['redis_py']}; "
+        f"sched {m['sched']} (commit {m['git_commit']})",
+        f"- Flat: |slope| <= {FLAT_KIB_MIN:g} KiB/min (or within 2 standard errors of 0) and "
+        f"|fd slope| <= {FLAT_FDS_MIN:g}/min",
+        "",
+    ]
+    return "\n".join(head) + "\n" + table(report)
 
 
 def trace_table(trace: dict[str, Any]) -> str:
@@ -611,6 +672,10 @@ def trace_table(trace: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=30.0, help="how long (default 30)")
@@ -624,13 +689,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", metavar="DIR", help="tracemalloc on; heap dumps in DIR")
     parser.add_argument("--trace-every", type=float, default=5.0, help="minutes between dumps")
     args = parser.parse_args(argv)
+    # A soak started in the background (nohup, `&`) ignores SIGINT: a SIGTERM stops it too,
+    # through the same clean-up (sched run stopped, redis-server stopped, folder removed).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     if args.warmup is None:
         args.warmup = min(5.0, args.minutes / 3)
     report = soak(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    print(table(report))
+    print(markdown(report))
     if report["trace"]:
         print(trace_table(report["trace"]))
     progress(f"soak: report in {out}")

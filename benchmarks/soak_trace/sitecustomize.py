@@ -17,13 +17,14 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections import Counter
 from types import FrameType
 
 DIR = os.environ.get("SOAK_TRACE_DIR")
-FRAMES = int(os.environ.get("SOAK_TRACE_FRAMES", "6"))
+FRAMES = int(os.environ.get("SOAK_TRACE_FRAMES", "1"))
 
 
 class _MallInfo2(ctypes.Structure):
@@ -55,6 +56,38 @@ def _mallinfo() -> dict[str, int]:
     return {f[0]: int(getattr(info, f[0])) for f in _MallInfo2._fields_}
 
 
+def _pymalloc() -> dict[str, int]:
+    """CPython's object allocator, from sys._debugmallocstats (which writes to fd 2)."""
+    wanted = {
+        "# arenas allocated total": "arenas_allocated_total",
+        "# arenas reclaimed": "arenas_reclaimed",
+        "# arenas highwater mark": "arenas_highwater",
+        "# arenas allocated current": "arenas_current",
+        "# bytes in allocated blocks": "bytes_in_blocks",
+        "# bytes in available blocks": "bytes_available",
+        "# bytes lost to quantization": "bytes_quantization",
+    }
+    out: dict[str, int] = {}
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+    finally:
+        os.close(saved)
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        name = wanted.get(key.strip())
+        if name and value.strip().replace(",", "").isdigit():
+            out[name] = int(value.strip().replace(",", ""))
+    return out
+
+
 def _title() -> str:
     try:
         with open("/proc/self/cmdline", "rb") as fh:
@@ -70,7 +103,6 @@ def _dump(signum: int, frame: FrameType | None) -> None:
         [tracemalloc.Filter(False, tracemalloc.__file__)]
     )
     by_line = snapshot.statistics("lineno")
-    by_trace = snapshot.statistics("traceback")
     types = Counter(type(o).__name__ for o in gc.get_objects())
     current, peak = tracemalloc.get_traced_memory()
     data = {
@@ -87,14 +119,7 @@ def _dump(signum: int, frame: FrameType | None) -> None:
         "lines": [
             [s.traceback[0].filename, s.traceback[0].lineno, s.size, s.count] for s in by_line[:400]
         ],
-        "tracebacks": [
-            {
-                "size": s.size,
-                "count": s.count,
-                "frames": [[f.filename, f.lineno] for f in s.traceback],
-            }
-            for s in by_trace[:150]
-        ],
+        "pymalloc": _pymalloc(),
     }
     assert DIR is not None
     path = os.path.join(DIR, f"{os.getpid()}-{time.time_ns()}.json")
