@@ -869,7 +869,7 @@ class Worker:
             return
         if current == "":
             # Redis lost the record (restarted empty): write the whole run back.
-            self.store.restore(report.restored())
+            self.store.restore(report.restored(), report.retry)
             log.warning("run %s: record was gone from Redis; restored it", report.run_id)
             return
         log.warning(
