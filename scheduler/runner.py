@@ -105,7 +105,7 @@ class Plan:
     # jobs added by a reload name.
     queues_from_jobs: bool = False
 
-    def definitions(self, who: str) -> Definitions:
+    def definitions(self, who: str, *, list_problems: bool = True) -> Definitions:
         """The jobs folder as this plan loaded it, for one process to poll."""
         return Definitions(
             self.jobs,
@@ -114,6 +114,7 @@ class Plan:
             default_tz=self.default_tz,
             default_timeout_s=self.default_timeout_s,
             every_s=WATCH_EVERY_S if self.watch else math.inf,
+            list_problems=list_problems,
         )
 
     def store(self) -> Store:
@@ -211,7 +212,9 @@ def run_worker(plan: Plan, index: int = 0, token: str | None = None) -> int:
         settings=plan.timings.worker(),
         worker_id=wid,
         shutdown_hint=token is None,
-        definitions=plan.definitions(f"worker {wid}"),
+        # Beside a scheduler (`sched run`), a broken folder's problems are listed once, by the
+        # scheduler; its workers only say that they keep the previous definitions.
+        definitions=plan.definitions(f"worker {wid}", list_problems=not plan.scheduler),
         follow_queues=plan.queues_from_jobs,
     )
     give_back = proc.lead_process_group()
