@@ -127,6 +127,7 @@ def run_scheduler(plan: Plan) -> int:
 
     Alerts and metrics live here: this process never forks, so their threads are safe.
     """
+    proc.fill_tuple_free_list()
     store = plan.store()
     alerter = alerts.from_env(plan.specs)
     metrics = Metrics() if plan.metrics_port is not None else None
@@ -202,6 +203,7 @@ def run_worker(plan: Plan, index: int = 0, token: str | None = None) -> int:
     `token` comes from a supervisor, which then knows the worker's id (`make_worker_id`) and
     tells the operator what its workers run; a worker on its own says that itself.
     """
+    proc.fill_tuple_free_list()
     store = plan.store()
     wid = make_worker_id(os.getpid(), token or uuid.uuid4().hex[:8])
     worker = Worker(
@@ -371,6 +373,7 @@ class Supervisor:
         proc.become_subreaper()
         setproctitle.setproctitle(f"sched supervisor ({self.plan.workers} workers)")
         self.own = set(proc.children_of(os.getpid()))
+        proc.fill_tuple_free_list()  # before the forks: the children share it
         try:
             for name, role in self._roles():
                 self._spawn(name, role)
