@@ -67,6 +67,18 @@ class BeatSettings:
     clock_jump_s: float = 2.0
     # At start, a system clock this far from Redis's: the loop schedules by Redis's clock.
     clock_skew_s: float = 60.0
+    # After Redis was found empty, fires whose overlap policy looks at the job's active runs
+    # wait this long, so that a worker still running one writes its record back first. None:
+    # two worker heartbeats (one to write back, one for a worker that reconnects after a
+    # restart; a heartbeat is min(1 s, lease / 5), see runner.Timings) plus half a second.
+    hold_after_empty_s: float | None = None
+
+    @property
+    def empty_hold_s(self) -> float:
+        """How long fires that look at active runs are held after Redis was found empty."""
+        if self.hold_after_empty_s is not None:
+            return self.hold_after_empty_s
+        return 2 * min(1.0, self.lease_s / 5) + 0.5
 
 
 # Fires due together are enqueued in store calls of at most this many.
@@ -147,6 +159,10 @@ class Beat:
         self.outage = Outage(log, "scheduler")
         self.fired = 0
         self._seen_epoch = False
+        # Fires the store held (Redis was found empty: see Store.enqueue_many), in order, sent
+        # again once the hold is over; and when that is (monotonic).
+        self._held: list[tuple[JobSpec, Fire]] = []
+        self._hold_until = 0.0
         # Jobs with new runs since the last retention pass; a full pass now and then covers
         # manual runs and retries, so idle schedules cost nothing between them.
         self._to_trim: set[str] = set()
@@ -214,6 +230,9 @@ class Beat:
     def start(self) -> None:
         """Catch up on what passed while no scheduler ran, then fill the heap."""
         self._sync_with_reference()
+        # A missing mark now is a new (or emptied) Redis: nothing to wait for that a loop saw.
+        self.store.claim_epoch()
+        self._seen_epoch = True
         last = self.store.last_fires()
         now = self.now()
         self._last_fire = {name: at for name, at in last.items() if name in self.specs}
@@ -471,11 +490,15 @@ class Beat:
 
     def step(self) -> None:
         """Enqueue every fire that is due, otherwise sleep towards the earliest."""
+        if self._held and time.monotonic() >= self._hold_until and not self._send_held():
+            return
         if not self.heap:
             time.sleep(self.settings.max_sleep_s)
             return
         wait = (self.heap[0][0] - self.now()).total_seconds()
         if wait > 0:
+            if self._held:
+                wait = min(wait, max(self._hold_until - time.monotonic(), 0.001))
             time.sleep(min(wait, self.settings.max_sleep_s))
             return
         now = self.now()
@@ -518,8 +541,9 @@ class Beat:
                 after = nexts[key] = next_fire(spec, fire_at)
             following.append((after, name))
         if batch:
-            fires = [self._fire_of(spec, fire_at, Trigger.SCHEDULE) for spec, fire_at in batch]
-            self._fired(batch, self.store.enqueue_many(fires))
+            self._enqueue(
+                [(spec, self._fire_of(spec, fire_at, Trigger.SCHEDULE)) for spec, fire_at in batch]
+            )
         return following
 
     def _fire_of(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> Fire:
@@ -547,8 +571,58 @@ class Beat:
         return Fire(run_id_for(spec.name, fire_at), spec.name, fire_at, settings)
 
     def _fire(self, spec: JobSpec, fire_at: datetime, trigger: Trigger) -> None:
-        fires = [self._fire_of(spec, fire_at, trigger)]
-        self._fired([(spec, fire_at)], self.store.enqueue_many(fires))
+        self._enqueue([(spec, self._fire_of(spec, fire_at, trigger))])
+
+    def _enqueue(self, items: list[tuple[JobSpec, Fire]]) -> None:
+        """Enqueue fires in one store call; those the store holds wait in self._held.
+
+        After this loop saw Redis hold our data, the store holds a fire that looks at its
+        job's active runs while Redis may not know yet of a run still running (it was
+        found empty); a job with a fire held keeps its later fires behind it, in order.
+        """
+        waiting = {spec.name for spec, _ in self._held}
+        send = [item for item in items if item[0].name not in waiting]
+        hold_s = self.settings.empty_hold_s if self._seen_epoch else 0.0
+        fires = [fire for _, fire in send]
+        results = self.store.enqueue_many(fires, hold_after_empty_s=hold_s) if fires else []
+        if len(send) < len(items):
+            self._hold([item for item in items if item[0].name in waiting], 0.0)
+        held = [(item, r) for item, r in zip(send, results, strict=True) if r.held_s is not None]
+        if held:
+            self._hold([item for item, _ in held], max(r.held_s or 0.0 for _, r in held))
+        made = [(item, r) for item, r in zip(send, results, strict=True) if r.held_s is None]
+        self._fired([(spec, fire.scheduled_for) for (spec, fire), _ in made], [r for _, r in made])
+
+    def _hold(self, items: list[tuple[JobSpec, Fire]], held_s: float) -> None:
+        """Keep fires the store held, to send them again after `held_s`."""
+        now = time.monotonic()
+        if now >= self._hold_until and held_s > 0:
+            log.warning(
+                "scheduler: Redis lost its data; schedules continue from the jobs folder, and "
+                "fires of jobs whose overlap policy looks at running runs wait %s for workers "
+                "to write back the runs they hold",
+                format_seconds(round(held_s, 1)),
+            )
+        self._hold_until = max(self._hold_until, now + held_s)
+        for spec, fire in items:
+            last = self._last_fire.get(spec.name)
+            if last is None or fire.scheduled_for > last:
+                self._last_fire[spec.name] = fire.scheduled_for
+        self._held += items
+
+    def _send_held(self) -> bool:
+        """Enqueue the fires held so far (in order); False when Redis cannot take them now."""
+        held, self._held = self._held, []
+        try:
+            self._enqueue(held)
+        except StoreUnavailable as exc:
+            self._held = held + self._held
+            self._pause(self.outage.failed(exc, "held fires are kept and enqueued when it answers"))
+            return False
+        except StoreCorrupt as exc:
+            log.error("scheduler: %d held fires not enqueued: %s", len(held), exc)
+        self.outage.ended()
+        return True
 
     def _fired(self, fires: list[tuple[JobSpec, datetime]], results: list[Enqueued]) -> None:
         """Count and log what an enqueue created: a line per fire for a few, else a summary."""
@@ -733,10 +807,18 @@ class Beat:
         )
 
     def _check_epoch(self) -> None:
-        if self.store.claim_epoch() and self._seen_epoch:
+        hold_s = self.settings.empty_hold_s if self._seen_epoch else 0.0
+        if self.store.claim_epoch(hold_s) and self._seen_epoch:
             # Keys we wrote are gone: Redis restarted empty or was flushed. The schedule
-            # itself lives in the jobs folder and in this loop's heap, so it goes on.
-            log.warning("scheduler: Redis lost its data; schedules continue from the jobs folder")
+            # itself lives in the jobs folder and in this loop's heap, so it goes on; the
+            # store holds fires that look at active runs for a while (see _enqueue).
+            log.warning(
+                "scheduler: Redis lost its data; schedules continue from the jobs folder, and "
+                "fires of jobs whose overlap policy looks at running runs wait %s for workers "
+                "to write back the runs they hold",
+                format_seconds(round(hold_s, 1)),
+            )
+            self._hold_until = max(self._hold_until, time.monotonic() + hold_s)
         self._seen_epoch = True
 
     def _maintain(self) -> None:

@@ -83,11 +83,18 @@ class Store:
         """
         raise NotImplementedError
 
-    def enqueue_many(self, fires: Sequence[Fire]) -> list[Enqueued]:
+    def enqueue_many(
+        self, fires: Sequence[Fire], *, hold_after_empty_s: float = 0.0
+    ) -> list[Enqueued]:
         """Enqueue fires in order, in batches of one round trip each.
 
         Each fire is judged exactly as enqueue() would judge it after the ones before it:
         created at most once per run id, with its overlap policy, pause and last-fire guard.
+        With `hold_after_empty_s`, a fire whose overlap policy looks at the job's active runs
+        (skip, queue, replace) is held (Enqueued.held_s, nothing written) while Redis may not
+        know of runs still running: for that long after the storage was found without its
+        epoch mark (restarted empty, flushed; the mark is set then) or after claim_epoch()
+        started such a hold. Workers write back the runs they hold within a heartbeat.
         """
         raise NotImplementedError
 
@@ -115,8 +122,11 @@ class Store:
         """The names of paused jobs."""
         raise NotImplementedError
 
-    def claim_epoch(self) -> bool:
-        """Mark the storage as holding our data; True if the mark was missing (new or emptied)."""
+    def claim_epoch(self, hold_s: float = 0.0) -> bool:
+        """Mark the storage as holding our data; True if the mark was missing (new or emptied).
+
+        With `hold_s`, a missing mark also starts a hold of fires (see enqueue_many).
+        """
         raise NotImplementedError
 
     def last_fires(self) -> dict[str, datetime]:

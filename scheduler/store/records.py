@@ -31,12 +31,15 @@ class Heartbeat:
 class Enqueued:
     """What an enqueue did: whether it created the run, and the run's status.
 
-    `status` is None for a stale fire (not after the job's last fire): nothing was created.
+    `status` is None for a stale fire (not after the job's last fire) and for a held one
+    (`held_s` set: Redis was found empty, see Store.enqueue_many): nothing was created.
     """
 
     run_id: str
     created: bool
     status: RunStatus | None
+    # Send the fire again after this many seconds: it was held, nothing was written.
+    held_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,11 @@ class StoreKeys(Keys):
         return f"{self.prefix}loaded:{process}"
 
     @property
+    def hold(self) -> str:
+        """Until when (ms) fires that look at active runs are held after Redis was emptied."""
+        return f"{self.prefix}hold"
+
+    @property
     def probe(self) -> str:
         """A short-lived key a reader writes to learn whether Redis takes writes."""
         return f"{self.prefix}probe"
@@ -126,6 +131,17 @@ def _status(text: str) -> RunStatus | None:
         return RunStatus(text)
     except ValueError:
         return None
+
+
+def _enqueued(run_id: str, outcome: str) -> Enqueued:
+    """One fire's outcome as the enqueue script replied it (see its comment)."""
+    if outcome.startswith("0held"):
+        try:
+            held_s = int(outcome[5:]) / 1000
+        except ValueError:
+            raise StoreCorrupt(f"the enqueue script replied {outcome!r} for a held fire") from None
+        return Enqueued(run_id, False, None, held_s=held_s)
+    return Enqueued(run_id, outcome[0] == "1", _status(outcome[1:]))
 
 
 def _text(reply: object) -> str | None:
@@ -291,10 +307,13 @@ class RedisStore(Store):
         return self.enqueue_many([Fire(run_id, job, scheduled_for, settings)])[0]
 
     @guarded
-    def enqueue_many(self, fires: Sequence[Fire]) -> list[Enqueued]:
+    def enqueue_many(
+        self, fires: Sequence[Fire], *, hold_after_empty_s: float = 0.0
+    ) -> list[Enqueued]:
+        hold_ms = max(math.ceil(hold_after_empty_s * 1000), 0)
         results: list[Enqueued] = []
         for start in range(0, len(fires), ENQUEUE_BATCH):
-            results += self._enqueue_batch(fires[start : start + ENQUEUE_BATCH])
+            results += self._enqueue_batch(fires[start : start + ENQUEUE_BATCH], hold_ms)
         return results
 
     @guarded
@@ -317,7 +336,7 @@ class RedisStore(Store):
         batch = [Fire(run_id, job, fire_at, settings) for run_id, fire_at in fires]
         return sum(result.created for result in self.enqueue_many(batch))
 
-    def _enqueue_batch(self, fires: Sequence[Fire]) -> list[Enqueued]:
+    def _enqueue_batch(self, fires: Sequence[Fire], hold_ms: int) -> list[Enqueued]:
         """One script call for all the fires, in order. When a job's active runs changed
         between reading them and the call (overlap queue/replace), the script stops at that
         fire; they are read again and the rest is sent again."""
@@ -325,13 +344,13 @@ class RedisStore(Store):
         tries = 0
         while len(done) < len(fires):
             rest = fires[len(done) :]
-            keys, args = self._enqueue_args(rest, self._active_runs(rest))
+            keys, args = self._enqueue_args(rest, self._active_runs(rest), hold_ms)
             reply = _text(self._enqueue.script(keys=keys, args=args)) or ""
             progress = len(done)
             for fire, outcome in zip(rest, reply.split(" "), strict=False):
                 if outcome == "0retry":
                     break
-                done.append(Enqueued(fire.run_id, outcome[0] == "1", _status(outcome[1:])))
+                done.append(_enqueued(fire.run_id, outcome))
             tries = 0 if len(done) > progress else tries + 1
             if tries >= 100:
                 job = fires[len(done)].job
@@ -361,7 +380,7 @@ class RedisStore(Store):
         return encoded
 
     def _enqueue_args(
-        self, fires: Sequence[Fire], active: Sequence[Sequence[str]]
+        self, fires: Sequence[Fire], active: Sequence[Sequence[str]], hold_ms: int = 0
     ) -> tuple[list[str], list[Arg]]:
         """KEYS and ARGV of the enqueue script; see its slot table for the layout."""
         k = self.keys
@@ -401,8 +420,10 @@ class RedisStore(Store):
                 "last_fire": k.last_fire,
                 "paused": k.paused,
                 "ended_feed": k.ended,
+                "epoch": k.epoch,
+                "hold": k.hold,
             },
-            {"queue_count": len(queues), "settings_count": len(settings)},
+            {"queue_count": len(queues), "settings_count": len(settings), "hold_ms": hold_ms},
             batch_keys,
             batch,
         )
@@ -420,8 +441,14 @@ class RedisStore(Store):
         return set(_texts(self.redis.smembers(self.keys.paused)))
 
     @guarded
-    def claim_epoch(self) -> bool:
-        return bool(self.redis.set(self.keys.epoch, str(self.server_time_ms()), nx=True))
+    def claim_epoch(self, hold_s: float = 0.0) -> bool:
+        now_ms = self.server_time_ms()
+        if not self.redis.set(self.keys.epoch, str(now_ms), nx=True):
+            return False
+        hold_ms = math.ceil(hold_s * 1000)
+        if hold_ms > 0:
+            self.redis.set(self.keys.hold, str(now_ms + hold_ms), px=hold_ms)
+        return True
 
     @guarded
     def last_fires(self) -> dict[str, datetime]:

@@ -7,23 +7,26 @@ and the real CLI reading the result:
 - a report for a record Redis lost (RESTORE) reaches the ended feed once and earns its
   retry, like a finished run;
 - after FLUSHALL while a run of an overlap="skip" job runs, the next fires start no second
-  run, and the first run's report lands once.
+  run, and the first run's report lands once; also a fire made a few milliseconds after the
+  FLUSHALL, before the worker's next heartbeat wrote the run back (the scheduler holds it).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from scheduler.errors import UnknownRun
-from scheduler.model import Run, RunStatus
+from scheduler.model import Run, RunStatus, run_id_for
 from scheduler.store import RedisStore, Store
 from tests.faults.conftest import Cluster
 from tests.helpers import alive, final, trigger, wait_for
@@ -178,3 +181,64 @@ def test_an_overlap_skip_job_starts_no_second_run_after_redis_lost_its_data(
         assert cluster.stop(name) == 0, cluster.log(name)
     assert back_after is not None, "the record never read running again"
     print(f"FIGURE overlap-skip-after-flushall: record back after {back_after:.2f}s, 0 second runs")
+
+
+def _just_before_a_whole_second(margin_s: float = 0.03) -> float:
+    """Wait until `margin_s` before the next whole second (when the `held` job fires); return
+    that second. A wait for a point on the clock, not for something to happen."""
+    now = time.time()
+    target = math.ceil(now)
+    if target - now < margin_s + 0.01:
+        target += 1
+    time.sleep(max(target - margin_s - time.time(), 0.0))
+    return float(target)
+
+
+def test_a_fire_right_after_redis_lost_its_data_starts_no_second_run(cluster: Cluster) -> None:
+    """The `held` job fires every whole second; Redis is flushed 30 ms before one, twice, so
+    the fire comes before the worker's next heartbeat (every 0.4 s here) writes back the run
+    it holds. The scheduler holds such fires until the write-back, then they are skipped."""
+    store = cluster.store()
+    cluster.start("s", "jobs_truth", "scheduler")
+    cluster.start("w", "jobs_truth", "worker", "--workers", "2")  # a second worker is free
+
+    def first_running() -> str | None:
+        runs = store.history(job="held", statuses=[RunStatus.RUNNING], limit=5)
+        return runs[0].id if runs and runs[0].pid else None
+
+    first = wait_for(first_running, 30, "a held run to be running")
+    fires: list[str] = []
+    back_after: list[float] = []
+    for _ in range(2):
+        fire_s = _just_before_a_whole_second()
+        raw(store).redis.flushall()  # Redis restarted empty 30 ms before a fire
+        flushed = time.monotonic()
+        fires.append(run_id_for("held", datetime.fromtimestamp(fire_s, UTC)))
+        wait_for(
+            lambda: raw(store).raw_run(first).get("status") == "running",
+            10,
+            "the worker to write the running record back",
+        )
+        back_after.append(time.monotonic() - flushed)
+    run = wait_for(lambda: restored(store, first), 30, f"{first} to end")
+    assert run.status is RunStatus.COMPLETED and run.output and "held done" in run.output
+    assert run.finished_at is not None
+    for fire in fires:  # made (after the hold), and skipped for the run still running
+        made = wait_for(lambda f=fire: restored(store, f), 10, f"the fire {fire} to be made")
+        assert made.status is RunStatus.SKIPPED, made
+        assert made.reason and first in made.reason, made.reason
+    during = [
+        r
+        for r in store.history(job="held", limit=200)
+        if r.id != first and r.scheduled_for < run.finished_at
+    ]
+    started = [r.id for r in during if r.status is not RunStatus.SKIPPED]
+    assert not started, f"second runs started while {first} ran: {started}"
+    assert "fires of jobs whose overlap policy looks at running runs wait" in cluster.log("s")
+    for name in ("s", "w"):
+        assert cluster.procs[name].poll() is None, cluster.log(name)
+        assert "Traceback" not in cluster.log(name), cluster.log(name)
+    for name in ("s", "w"):
+        assert cluster.stop(name) == 0, cluster.log(name)
+    backs = ", ".join(f"{b:.2f}s" for b in back_after)
+    print(f"FIGURE fire-30ms-after-flushall: record back after {backs}, 0 second runs")

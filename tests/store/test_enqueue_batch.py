@@ -202,3 +202,32 @@ def test_more_fires_than_a_batch_take_several_calls(store: Store) -> None:
     ]
     assert store.record_missed("m", missed, queue="default", timeout_s=None, reason="down") == n
     assert store.redis.zcard(store.keys.by_status(RunStatus.MISSED)) == n
+
+
+def test_fires_that_look_at_active_runs_are_held_after_redis_was_found_empty(
+    store: Store,
+) -> None:
+    fires = [fire(p, T0, p) for p in POLICIES]
+    results = store.enqueue_many(fires, hold_after_empty_s=2.0)  # no epoch mark: emptied
+    held = {r.run_id.split("@")[0]: r.held_s for r in results}
+    assert {p for p, s in held.items() if s is not None} == {"skip", "queue", "replace"}
+    assert all(0 < (s or 0) <= 2.0 for p, s in held.items() if p != "allow")
+    assert [r.status for r in results if r.held_s is None] == [RunStatus.QUEUED]
+    assert store.last_fires() == {"allow": T0}  # nothing written for a held fire
+    # The mark is set now; another caller (a second scheduler) is held until the end too.
+    again = store.enqueue_many([fire("skip", T0)], hold_after_empty_s=2.0)[0]
+    assert again.held_s is not None and again.held_s <= held["skip"]  # type: ignore[operator]
+    store.redis.delete(store.keys.hold)  # the hold is over
+    assert outcomes(store, fires[:1]) == [(True, "queued")]
+
+
+def test_no_hold_without_the_callers_asking_or_with_the_mark_in_place(store: Store) -> None:
+    assert outcomes(store, [fire("a", T0)]) == [(True, "queued")]  # a manual caller: hold 0
+    assert not store.redis.exists(store.keys.epoch)  # ... which sets no mark
+    assert store.claim_epoch()  # a new Redis: marked, nothing held
+    assert outcomes(store, [fire("b", T0)]) == [(True, "queued")]
+    assert store.enqueue_many([fire("c", T0)], hold_after_empty_s=2.0)[0].held_s is None
+    store.redis.delete(store.keys.epoch)
+    assert store.claim_epoch(hold_s=2.0)  # the reaper's check found it emptied: a hold
+    assert store.enqueue_many([fire("d", T0)], hold_after_empty_s=2.0)[0].held_s is not None
+    assert not store.claim_epoch(hold_s=2.0)  # marked already

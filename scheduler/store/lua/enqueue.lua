@@ -2,6 +2,10 @@
 -- its own, in order: at most one run per run id, its overlap policy, pause, and for a
 -- scheduled fire the guard that it is after the job's last fire (so two schedulers never
 -- enqueue it twice). Keys and settings shared by many fires are passed once.
+-- A fire whose overlap policy looks at the job's active runs (skip, queue, replace) is held,
+-- nothing written, while Redis may not know yet of runs still running somewhere: for hold_ms
+-- after Redis was found empty (the epoch mark missing: restarted empty, flushed), which gives
+-- each worker a heartbeat to write back the record of the run it holds.
 -- uses: now move ended
 -- KEYS[1] idx_all        idx:all
 -- KEYS[2] idx_queued     idx:status:queued
@@ -10,12 +14,16 @@
 -- KEYS[5] last_fire      the last_fire hash
 -- KEYS[6] paused         the paused set
 -- KEYS[7] ended_feed     the ended feed list
--- KEYS[8..] batch_keys   first the q queue lists the settings name; then per fire, in order:
+-- KEYS[8] epoch          the epoch mark (set while Redis holds our data)
+-- KEYS[9] hold           until when (ms) such fires are held, after Redis was found empty
+-- KEYS[10..] batch_keys   first the q queue lists the settings name; then per fire, in order:
 --                        its run hash, the job's active set, the job's idx:job, then the run
 --                        hashes of the job's active runs as read just before (queue/replace)
 -- ARGV[1] queue_count    q, the number of queue lists
 -- ARGV[2] settings_count s, the number of settings that follow
--- ARGV[3..] batch        s settings, each: overlap policy; '1' for a scheduled fire (require
+-- ARGV[3] hold_ms        how long to hold such fires on finding the epoch mark missing (the
+--                        mark is set then), or 0 never to hold them (a manual run)
+-- ARGV[4..] batch        s settings, each: overlap policy; '1' for a scheduled fire (require
 --                        scheduled_for > the job's last fire, advance it, honour pause) or '0'
 --                        for a manual run; outcome ('queue', 'missed' or 'skipped'); reason
 --                        for a non-queued outcome; its queue list (1 .. q); m; then m field,
@@ -25,13 +33,35 @@
 --                        job, and with overlap queue or replace (outcome 'queue') n and the n
 --                        ids of the job's active runs as read just before
 -- Returns one string: for each fire in turn, created (0/1) directly followed by its status,
--- separated by spaces (e.g. '1queued 0stale'); status 'stale' for an old fire. It stops at a
+-- separated by spaces (e.g. '1queued 0stale'); status 'stale' for an old fire, 'held<ms>' for
+-- a fire held for <ms> more (e.g. '0held1400': nothing written, send it again). It stops at a
 -- fire whose job's active set changed since it was read ('0retry'), so that the caller can
 -- read it again and send that fire and those after it.
 
 -- One fire: its run hash, its job's active set and idx:job, run id, job, scheduled_for ms, its
 -- settings, and the n active runs of the job as read before (s.reads): their ids are
 -- ARGV[ids + 1 .. ids + n], their run hashes KEYS[hashes + 1 .. hashes + n].
+-- How long (ms) fires that look at active runs are held from now; 0 when they are not. Read
+-- once per call; finding the epoch mark missing sets it and starts the hold.
+local hold_left = nil
+local function held_for()
+  if hold_left == nil then
+    hold_left = 0
+    local wait = tonumber(hold_ms) or 0
+    if wait > 0 then
+      if redis.call('EXISTS', epoch) == 0 then
+        redis.call('SET', epoch, now)
+        redis.call('SET', hold, now + wait, 'PX', wait)
+        hold_left = wait
+      else
+        local until_ms = tonumber(redis.call('GET', hold) or '') or 0
+        if until_ms > now then hold_left = until_ms - now end
+      end
+    end
+  end
+  return hold_left
+end
+
 -- Returns created (0/1), status.
 local function enqueue(run, active, by_job, id, job, fire_ms, s, n, ids, hashes)
   local existing = redis.call('HGET', run, 'status')
@@ -48,6 +78,11 @@ local function enqueue(run, active, by_job, id, job, fire_ms, s, n, ids, hashes)
     -- A last fire that is not a number (a damaged record) is overwritten, not compared.
     local last = tonumber(redis.call('HGET', last_fire, job) or '')
     if last and last >= fire then return 0, 'stale' end
+  end
+  if s.outcome == 'queue' and s.looks and held_for() > 0 then
+    return 0, 'held' .. held_for()
+  end
+  if s.scheduled then
     redis.call('HSET', last_fire, job, fire_ms)
   end
   local status = 'queued'
@@ -113,6 +148,7 @@ for i = 1, tonumber(settings_count) do
     reason = ARGV[a + 3], queue = KEYS[batch_keys - 1 + tonumber(ARGV[a + 4])],
     fields = {unpack(ARGV, a + 6, a + 5 + 2 * m)}}
   s.reads = (s.policy == 'queue' or s.policy == 'replace') and s.outcome == 'queue'
+  s.looks = s.policy == 'skip' or s.policy == 'queue' or s.policy == 'replace'
   settings[i] = s
   a = a + 6 + 2 * m
 end
