@@ -15,8 +15,11 @@ from scheduler.policy import RunPolicy
 class Retention:
     """How much history to keep per job."""
 
+    # Runs that ran (or were queued to run), per job.
     keep_runs: int = 1000
     max_age_s: float = 30 * 24 * 3600
+    # Skipped and missed fires, per job, kept apart: they never push out runs that ran.
+    keep_not_run: int = 1000
 
 
 @dataclass(frozen=True)

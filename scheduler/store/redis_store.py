@@ -80,6 +80,11 @@ class StoreKeys(Keys):
     def loaded_info(self, process: str) -> str:
         return f"{self.prefix}loaded:{process}"
 
+    def not_run(self, job: str) -> str:
+        """The job's skipped and missed fires (also in its idx:job), kept under a cap of their
+        own so that they never push its real runs out of retention."""
+        return f"{self.prefix}idx:not_run:{job}"
+
     @property
     def hold(self) -> str:
         """Until when (ms) fires that look at active runs are held after Redis was emptied."""
@@ -406,7 +411,12 @@ class RedisStore(Store):
         for number, ms, members in groups:
             batch += (number, ms, len(members))
             for fire, ids in members:
-                batch_keys += (k.run(fire.run_id), k.active(fire.job), k.by_job(fire.job))
+                batch_keys += (
+                    k.run(fire.run_id),
+                    k.active(fire.job),
+                    k.by_job(fire.job),
+                    k.not_run(fire.job),
+                )
                 batch += (fire.run_id, fire.job)
                 if fire.settings.reads_active:
                     batch_keys += (k.run(other) for other in ids)
@@ -1118,19 +1128,40 @@ class RedisStore(Store):
     def trim(self, jobs: Iterable[str], retention: Retention) -> int:
         k = self.keys
         names = list(jobs)
-        cutoff = time.time() * 1000 - retention.max_age_s * 1000
+        cutoff = math.floor(time.time() * 1000 - retention.max_age_s * 1000)
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.zrange(k.by_job(name), 0, -(retention.keep_runs + 1))
-            pipe.zrangebyscore(k.by_job(name), "-inf", math.floor(cutoff))
-        replies = [_texts(reply) for reply in pipe.execute()]
+            pipe.zrangebyscore(k.by_job(name), "-inf", cutoff)
+            pipe.zrange(k.not_run(name), 0, -(retention.keep_not_run + 1))
+            pipe.zcard(k.by_job(name))
+            pipe.zcard(k.not_run(name))
+        replies = pipe.execute()
+        drops: dict[str, set[str]] = {}
+        for i, name in enumerate(names):
+            old, not_run, total, skipped = replies[4 * i : 4 * i + 4]
+            drops[name] = set(_texts(old)) | set(_texts(not_run))
+            # Real runs beyond keep_runs: the oldest ids of idx:job that are not fires not run.
+            excess = int(total) - int(skipped) - retention.keep_runs
+            if excess > 0:
+                drops[name] |= self._oldest_real(name, excess, int(skipped))
         status_keys = [k.by_status(s) for s in STATUSES]
         pipe = self.redis.pipeline(transaction=False)
-        for i, name in enumerate(names):
-            for run_id in set(replies[2 * i]) | set(replies[2 * i + 1]):
+        for name, ids in drops.items():
+            for run_id in ids:
                 keys = {"run": k.run(run_id), "idx_all": k.all_runs, "idx_job": k.by_job(name)}
-                self._drop(keys, {"run_id": run_id}, key_rest=status_keys, client=pipe)
+                rest = [*status_keys, k.not_run(name)]
+                self._drop(keys, {"run_id": run_id}, key_rest=rest, client=pipe)
         return sum(int(x) for x in pipe.execute()) if len(pipe) else 0
+
+    def _oldest_real(self, job: str, count: int, skipped: int) -> set[str]:
+        """The `count` oldest runs of the job that are not skipped or missed fires."""
+        k = self.keys
+        ids = _texts(self.redis.zrange(k.by_job(job), 0, count + skipped - 1))
+        if not ids:
+            return set()
+        scores = self.redis.zmscore(k.not_run(job), ids)
+        real = [run_id for run_id, score in zip(ids, scores, strict=True) if score is None]
+        return set(real[:count])
 
     # -- views over many runs --------------------------------------------------------------
 

@@ -205,7 +205,7 @@ def test_retention_keeps_the_newest_finished_runs(store: Store) -> None:
         outcome=RunStatus.MISSED,
         advance_last_fire=False,
     )
-    dropped = store.trim(["a"], Retention(keep_runs=3, max_age_s=30 * 86400))
+    dropped = store.trim(["a"], Retention(keep_runs=3, max_age_s=30 * 86400, keep_not_run=3))
     assert dropped == 3
     left = store.history(job="a", limit=10)
     assert [r.scheduled_for for r in left] == [now - timedelta(minutes=m) for m in (6, 7, 8)]

@@ -3,7 +3,7 @@
 -- KEYS[1] run            the run hash
 -- KEYS[2] idx_all        idx:all
 -- KEYS[3] idx_job        idx:job
--- KEYS[4..] idx_statuses idx:status of every status
+-- KEYS[4..] idx_statuses idx:status of every status, and the job's index of fires not run
 -- ARGV[1] run_id
 local status = redis.call('HGET', run, 'status')
 if pending[status] then return 0 end

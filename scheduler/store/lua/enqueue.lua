@@ -17,7 +17,8 @@
 -- KEYS[8] epoch          the epoch mark (set while Redis holds our data)
 -- KEYS[9] hold           until when (ms) such fires are held, after Redis was found empty
 -- KEYS[10..] batch_keys   first the q queue lists the settings name; then per fire, in order:
---                        its run hash, the job's active set, the job's idx:job, then the run
+--                        its run hash, the job's active set, the job's idx:job, the job's
+--                        index of fires not run (skipped, missed: capped apart), then the run
 --                        hashes of the job's active runs as read just before (queue/replace)
 -- ARGV[1] queue_count    q, the number of queue lists
 -- ARGV[2] settings_count s, the number of settings that follow
@@ -38,7 +39,7 @@
 -- fire whose job's active set changed since it was read ('0retry'), so that the caller can
 -- read it again and send that fire and those after it.
 
--- One fire: its run hash, its job's active set and idx:job, run id, job, scheduled_for ms, its
+-- One fire: its run hash, its job's active set, idx:job and index of fires not run, run id, job, scheduled_for ms, its
 -- settings, and the n active runs of the job as read before (s.reads): their ids are
 -- ARGV[ids + 1 .. ids + n], their run hashes KEYS[hashes + 1 .. hashes + n].
 -- How long (ms) fires that look at active runs are held from now; 0 when they are not. Read
@@ -63,7 +64,7 @@ local function held_for()
 end
 
 -- Returns created (0/1), status.
-local function enqueue(run, active, by_job, id, job, fire_ms, s, n, ids, hashes)
+local function enqueue(run, active, by_job, not_run, id, job, fire_ms, s, n, ids, hashes)
   local existing = redis.call('HGET', run, 'status')
   if existing then return 0, existing end
   local fire = tonumber(fire_ms)
@@ -133,6 +134,7 @@ local function enqueue(run, active, by_job, id, job, fire_ms, s, n, ids, hashes)
   else
     redis.call('HSET', run, 'reason', reason, 'finished_at', now)
     redis.call('ZADD', other, fire, id)
+    redis.call('ZADD', not_run, fire, id)
     ended(ended_feed, id)
   end
   redis.call('ZADD', idx_all, fire, id)
@@ -168,12 +170,12 @@ while a <= last do
       n = tonumber(ARGV[a])
       a = a + 1 + n
     end
-    local created, status = enqueue(KEYS[k], KEYS[k + 1], KEYS[k + 2], id, job, fire_ms, s, n,
-      a - 1 - n, k + 2)
+    local created, status = enqueue(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], id, job,
+      fire_ms, s, n, a - 1 - n, k + 3)
     out[#out + 1] = created .. status
     if status == 'retry' then break end
     left = left - 1
-    k = k + 3 + n
+    k = k + 4 + n
   end
 end
 return table.concat(out, ' ')
