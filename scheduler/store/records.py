@@ -20,6 +20,10 @@ class Retention:
     max_age_s: float = 30 * 24 * 3600
     # Skipped and missed fires, per job, kept apart: they never push out runs that ran.
     keep_not_run: int = 1000
+    # Runs of the whole deployment (every job): beyond it the oldest finished runs go, at
+    # most `trim_batch` per pass, so 100,000 jobs with the limits above cannot fill a Redis.
+    keep_total: int = 1_000_000
+    trim_batch: int = 10_000
 
 
 @dataclass(frozen=True)

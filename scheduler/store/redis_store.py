@@ -1151,6 +1151,23 @@ class RedisStore(Store):
                 keys = {"run": k.run(run_id), "idx_all": k.all_runs, "idx_job": k.by_job(name)}
                 rest = [*status_keys, k.not_run(name)]
                 self._drop(keys, {"run_id": run_id}, key_rest=rest, client=pipe)
+        dropped = sum(int(x) for x in pipe.execute()) if len(pipe) else 0
+        return dropped + self._trim_total(retention)
+
+    def _trim_total(self, retention: Retention) -> int:
+        """Forget the deployment's oldest finished runs beyond retention.keep_total."""
+        k = self.keys
+        excess = int(self.redis.zcard(k.all_runs)) - retention.keep_total
+        if excess <= 0:
+            return 0
+        ids = _texts(self.redis.zrange(k.all_runs, 0, min(excess, retention.trim_batch) - 1))
+        status_keys = [k.by_status(s) for s in STATUSES]
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            job = run_id.split("@", 1)[0]
+            keys = {"run": k.run(run_id), "idx_all": k.all_runs, "idx_job": k.by_job(job)}
+            rest = [*status_keys, k.not_run(job)]
+            self._drop(keys, {"run_id": run_id}, key_rest=rest, client=pipe)
         return sum(int(x) for x in pipe.execute()) if len(pipe) else 0
 
     def _oldest_real(self, job: str, count: int, skipped: int) -> set[str]:

@@ -43,3 +43,32 @@ def test_skipped_fires_do_not_push_completed_runs_out_of_retention(store: Store)
     assert len(store.history(job="j", statuses=[RunStatus.COMPLETED], limit=100)) == 20
     assert len(store.history(job="j", limit=2000)) == 1020
     assert store.get_run(run_id_for("j", T0 + timedelta(seconds=49))).status is RunStatus.COMPLETED
+
+
+def test_a_deployment_wide_cap_forgets_the_oldest_finished_runs_of_every_job(
+    store: Store,
+) -> None:
+    skip = fire_settings("default", outcome=RunStatus.SKIPPED, reason="busy")
+    manual = fire_settings("default", overlap="allow", timeout_s=30.0, scheduled=False)
+    fires = [
+        Fire(run_id_for(f"job{i % 30}", at), f"job{i % 30}", at, skip)
+        for i in range(300)
+        for at in [T0 + timedelta(seconds=i)]
+    ]
+    store.enqueue_many(fires)
+    oldest = T0 - timedelta(hours=1)  # queued: pending runs are never forgotten
+    store.enqueue_many([Fire(run_id_for("job0", oldest), "job0", oldest, manual)])
+    cap = Retention(keep_total=100, trim_batch=150)
+    assert store.trim([], cap) == 149  # one pass looks at most at trim_batch, oldest first
+    assert store.trim([], cap) == 51
+    assert store.trim([], cap) == 0
+    kept = store.history(limit=500)
+    assert len(kept) == 101
+    assert {r.scheduled_for for r in kept if r.status is RunStatus.SKIPPED} == {
+        f.scheduled_for for f in fires[200:]
+    }
+    assert store.get_run(run_id_for("job0", oldest)).status is RunStatus.QUEUED
+    assert len(store.history(job="job7", limit=50)) == len(
+        [f for f in fires[200:] if f.job == "job7"]
+    )
+    assert not [k for k in store.redis.keys("*") if ":run:" in k and k.endswith(fires[0].run_id)]
