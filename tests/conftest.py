@@ -7,6 +7,7 @@ slowest. A new folder is a new tier: name it in TIERS and in pyproject.toml's ma
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from scheduler.store import Store
 
 HERE = Path(__file__).parent
 TIERS = ("unit", "store", "process", "faults", "secure", "deploy", "cli", "bench", "web")
+
+# The commands under test see a pipe, not a terminal, unless a test says otherwise: pytest-xdist
+# sets COLUMNS/LINES in its workers (80x24), which would make every table fit 80 columns.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
