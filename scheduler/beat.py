@@ -501,7 +501,11 @@ class Beat:
                 wait = min(wait, max(self._hold_until - time.monotonic(), 0.001))
             time.sleep(min(wait, self.settings.max_sleep_s))
             return
-        now = self.now()
+        # This step's instant is the reading the jump check has just judged: a jump that
+        # landed since the turn began is told apart before any fire counts as late by it
+        # (otherwise its skipped fires would be recorded as if no scheduler had run).
+        self.check_clock()
+        now = self._seen[0] + self.offset if self._seen is not None else self.now()
         due: list[tuple[datetime, str]] = []
         while self.heap and self.heap[0][0] <= now and len(due) < BATCH:
             due.append(heapq.heappop(self.heap))
