@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import json
 import logging
 import os
@@ -20,7 +19,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -34,7 +32,7 @@ from scheduler import __version__
 from scheduler.errors import InvalidOption
 from scheduler.model import PENDING, JobSpec, Run, RunStatus, format_seconds
 from scheduler.options import ENV_ON_FAILURE, ENV_ON_LATE, check_hook, hook_from_env
-from scheduler.pings import Heartbeat, Pinger, heartbeat_from_env
+from scheduler.pings import Heartbeat, Pinger, heartbeat_from_env, no_redirect_opener, send
 from scheduler.urls import mask_url
 
 log = logging.getLogger("sched.alerts")
@@ -152,7 +150,7 @@ class Alerter:
         self._sent: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         # No redirects: urllib would turn the POST into a GET without its body, and would
         # send the Authorization header on to wherever the redirect points.
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._opener = no_redirect_opener()
 
     # -- what the worker and the scheduler call ----------------------------------------
 
@@ -294,20 +292,7 @@ class Alerter:
 
     def _post(self, url: str, body: bytes) -> str | None:
         """POST the body; None on a 2xx answer, else what went wrong (no secrets in it)."""
-        request = _request(url, body)
-        try:
-            with self._opener.open(request, timeout=self.timeout_s) as response:
-                status = int(response.status)
-        except urllib.error.HTTPError as exc:
-            exc.close()  # it holds the response and its socket
-            if 300 <= exc.code < 400:
-                return f"answered HTTP {exc.code} (redirects are not followed)"
-            return f"answered HTTP {exc.code}"
-        except urllib.error.URLError as exc:
-            return _timeout_or(exc.reason, self.timeout_s)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            return _timeout_or(exc, self.timeout_s)
-        return None if 200 <= status < 300 else f"answered HTTP {status}"
+        return send(self._opener, _request(url, body), self.timeout_s)
 
     def _run_command(self, argv: tuple[str, ...], body: bytes, env: dict[str, str]) -> str | None:
         """Run the hook command with the body on stdin; None on exit 0, else what went wrong."""
@@ -351,11 +336,6 @@ class Alerter:
         return f"{what}: {tail}" if tail else what
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # urllib then raises HTTPError with the 3xx code
-
-
 def _optional_hook(option: str, value: str | Sequence[str] | None) -> Hook | None:
     return None if value is None else check_hook(option, value)
 
@@ -371,12 +351,6 @@ def _request(url: str, body: bytes) -> urllib.request.Request:
         headers["Authorization"] = f"Basic {token}"
         url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     return urllib.request.Request(url, data=body, headers=headers, method="POST")
-
-
-def _timeout_or(reason: object, timeout_s: float) -> str:
-    if isinstance(reason, TimeoutError):
-        return f"no answer within {format_seconds(timeout_s)}"
-    return str(reason) or type(reason).__name__
 
 
 def _command_env(item: _Delivery) -> dict[str, str]:

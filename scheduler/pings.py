@@ -126,7 +126,7 @@ class Pinger:
         # Monitors now failing, by masked URL without the path's tail: one line when a
         # monitor starts failing and one when it answers again, not one per ping.
         self._failing: set[str] = set()
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._opener = no_redirect_opener()
 
     # -- what the scheduler loop calls -------------------------------------------------
 
@@ -238,23 +238,39 @@ class Pinger:
     def _get(self, url: str) -> str | None:
         """GET the URL; None on a 2xx answer, else what went wrong."""
         request = urllib.request.Request(url, headers={"User-Agent": f"sched/{__version__}"})
-        try:
-            with self._opener.open(request, timeout=self.timeout_s) as response:
-                status = int(response.status)
-                response.read(1024)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            return f"answered HTTP {exc.code}"
-        except urllib.error.URLError as exc:
-            return _reason(exc.reason, self.timeout_s)
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            return _reason(exc, self.timeout_s)
-        return None if 200 <= status < 300 else f"answered HTTP {status}"
+        return send(self._opener, request, self.timeout_s)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
+
+
+def no_redirect_opener() -> urllib.request.OpenerDirector:
+    """An opener that follows no redirect: a monitor or hook URL is called as given, never
+    sent (with what it carries) wherever an answer points."""
+    return urllib.request.build_opener(_NoRedirect)
+
+
+def send(
+    opener: urllib.request.OpenerDirector, request: urllib.request.Request, timeout_s: float
+) -> str | None:
+    """Send an outbound request (a ping, an alert); None on a 2xx answer, else what went
+    wrong, in words that hold no secret."""
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            status = int(response.status)
+            response.read(1024)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response and its socket
+        if 300 <= exc.code < 400:
+            return f"answered HTTP {exc.code} (redirects are not followed)"
+        return f"answered HTTP {exc.code}"
+    except urllib.error.URLError as exc:
+        return _reason(exc.reason, timeout_s)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return _reason(exc, timeout_s)
+    return None if 200 <= status < 300 else f"answered HTTP {status}"
 
 
 def _reason(reason: object, timeout_s: float) -> str:
