@@ -142,6 +142,12 @@ def test_a_report_restored_after_redis_lost_the_record_is_fed_and_retried(
         server.close()
 
 
+def held_running(store: Store) -> str | None:
+    """The id of the `held` job's run once its horse runs, else None."""
+    runs = store.history(job="held", statuses=[RunStatus.RUNNING], limit=5)
+    return runs[0].id if runs and runs[0].pid else None
+
+
 def test_an_overlap_skip_job_starts_no_second_run_after_redis_lost_its_data(
     cluster: Cluster,
 ) -> None:
@@ -149,11 +155,7 @@ def test_an_overlap_skip_job_starts_no_second_run_after_redis_lost_its_data(
     cluster.start("s", "jobs_truth", "scheduler")
     cluster.start("w", "jobs_truth", "worker", "--workers", "2")  # a second worker is free
 
-    def first_running() -> str | None:
-        runs = store.history(job="held", statuses=[RunStatus.RUNNING], limit=5)
-        return runs[0].id if runs and runs[0].pid else None
-
-    first = wait_for(first_running, 30, "a held run to be running")
+    first = wait_for(lambda: held_running(store), 30, "a held run to be running")
     raw(store).redis.flushall()  # Redis restarted empty, the run still running on its worker
     flushed = time.monotonic()
     back_after = None
@@ -202,11 +204,7 @@ def test_a_fire_right_after_redis_lost_its_data_starts_no_second_run(cluster: Cl
     cluster.start("s", "jobs_truth", "scheduler")
     cluster.start("w", "jobs_truth", "worker", "--workers", "2")  # a second worker is free
 
-    def first_running() -> str | None:
-        runs = store.history(job="held", statuses=[RunStatus.RUNNING], limit=5)
-        return runs[0].id if runs and runs[0].pid else None
-
-    first = wait_for(first_running, 30, "a held run to be running")
+    first = wait_for(lambda: held_running(store), 30, "a held run to be running")
     fires: list[str] = []
     back_after: list[float] = []
     for _ in range(2):
