@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from scheduler.model import DEFAULT_QUEUE, JobSpec
+from scheduler.urls import split_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 
@@ -23,6 +24,10 @@ def redis_url_problem(url: str) -> str | None:
     """Why `url` cannot be a Redis URL, or None."""
     scheme = urlsplit(url).scheme
     if scheme in REDIS_SCHEMES:
+        try:
+            split_url(url)
+        except ValueError as exc:
+            return f"--redis-url: {exc}"
         return None
     shown = f"{scheme}://" if scheme else "no scheme"
     return (

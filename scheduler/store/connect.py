@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
 
-from scheduler.urls import mask_url
+from scheduler.urls import mask_url, split_url
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
@@ -20,7 +20,9 @@ SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Redis:
     """A client for `url`: redis://, rediss:// (TLS options as query parameters, e.g.
     `?ssl_ca_certs=/etc/sched/ca.pem`), unix://, or redis+sentinel://host:port[,host:port]/name.
+    sched's own query parameters (`urls.split_url`) are left out.
     """
+    url, _ = split_url(url)
     parts = urlsplit(url)
     if parts.scheme not in SENTINEL_SCHEMES:
         return redis.Redis.from_url(
