@@ -89,11 +89,16 @@ def _default_timeout_s(cfg: Config) -> float:
 
 @contextmanager
 def _store(
-    cfg: Config, *, start_if_needed: bool = True, runtime_code: int = EXIT_RUNTIME
+    cfg: Config,
+    *,
+    start_if_needed: bool = True,
+    runtime_code: int = EXIT_RUNTIME,
+    wait_s: float = 0.0,
 ) -> Iterator[Store]:
     """A connected Store: the given URL, the running embedded server, or a temporary one.
 
-    No Redis, or Redis failing meanwhile, exits `runtime_code` with the reason.
+    No Redis, or Redis failing meanwhile, exits `runtime_code` with the reason; a Redis that
+    cannot be reached is waited for up to `wait_s` first (--wait-for-redis).
     """
     from scheduler import embedded
     from scheduler.errors import StoreError
@@ -117,7 +122,7 @@ def _store(
     store = Store(url, cfg.namespace)
     try:
         try:
-            store.ping()
+            _ping(store, wait_s)
             yield store
         except StoreError as exc:
             _fail(str(exc), runtime_code)
@@ -125,6 +130,64 @@ def _store(
         store.close()
         if server is not None:
             server.stop()
+
+
+def _ping(store: Store, wait_s: float) -> None:
+    """Ping `store`; while it cannot be reached, try again for up to `wait_s`, saying so.
+
+    Only an unreachable Redis is waited for: refused credentials or an evicting policy will
+    not mend by waiting, and fail at once. Ctrl-C while waiting exits 130 at once.
+    """
+    try:
+        _ping_until(store, wait_s)
+    except KeyboardInterrupt:
+        _fail("stopped while waiting for Redis", 130)
+
+
+def _ping_until(store: Store, wait_s: float) -> None:
+    from scheduler.errors import StoreUnavailable
+    from scheduler.model import format_seconds
+
+    log = logging.getLogger("sched")
+    started = time.monotonic()
+    said_at = None
+    pause = 0.25
+    while True:
+        try:
+            store.ping()
+        except StoreUnavailable as exc:
+            waited = time.monotonic() - started
+            if waited >= wait_s:
+                if said_at is None:
+                    raise
+                _fail(f"{exc}; gave up after waiting {format_seconds(wait_s)} (--wait-for-redis)")
+            if said_at is None:
+                log.warning(
+                    "%s; waiting up to %s for it (--wait-for-redis)", exc, format_seconds(wait_s)
+                )
+                said_at = waited
+            elif waited - said_at >= WAIT_SAY_EVERY_S:
+                log.warning(
+                    "still waiting for Redis at %s (%s of %s)",
+                    store.describe(),
+                    format_seconds(round(waited)),
+                    format_seconds(wait_s),
+                )
+                said_at = waited
+            time.sleep(min(pause, wait_s - waited))
+            pause = min(pause * 2, 2.0)
+            continue
+        if said_at is not None:
+            log.info(
+                "Redis at %s answered after %s",
+                store.describe(),
+                format_seconds(round(time.monotonic() - started, 1)),
+            )
+        return
+
+
+# While waiting for Redis at start, a line this often.
+WAIT_SAY_EVERY_S = 10.0
 
 
 def _checked_url(cfg: Config) -> str | None:
@@ -1193,6 +1256,43 @@ def _timing_options(func: Any) -> Any:
     return func
 
 
+def _wait_option(func: Any) -> Any:
+    return click.option(
+        "--wait-for-redis",
+        "wait_for_redis",
+        default=None,
+        envvar="SCHED_WAIT_FOR_REDIS",
+        metavar="DURATION",
+        help="At start, wait this long (e.g. 2m) for a Redis that cannot be reached yet, "
+        "instead of exiting at once. Default: do not wait.",
+    )(func)
+
+
+def _wait_s(value: str | None) -> float:
+    """Seconds of --wait-for-redis (0 when not given); a bad value exits 2 naming it."""
+    from scheduler.durations import parse_duration
+    from scheduler.errors import InvalidOption
+
+    if value is None:
+        return 0.0
+    try:
+        return parse_duration(value, option="--wait-for-redis")
+    except InvalidOption as exc:
+        _fail(f"{exc}; expected {exc.expected}", EXIT_USAGE)
+
+
+def _max_runs_option(func: Any) -> Any:
+    return click.option(
+        "--max-stored-runs",
+        "max_stored_runs",
+        default=None,
+        envvar="SCHED_MAX_STORED_RUNS",
+        type=click.IntRange(1_000, None),
+        help="Runs the whole deployment keeps in Redis (all jobs together; default "
+        "1,000,000): beyond it the oldest finished runs are forgotten first.",
+    )(func)
+
+
 def _watch_option(func: Any) -> Any:
     return click.option(
         "--no-watch",
@@ -1331,6 +1431,8 @@ def web(cfg: Config, bind: str, read_only: bool, token: str | None) -> None:
 )
 @click.option("--no-web", is_flag=True, envvar="SCHED_NO_WEB", help="Do not serve the dashboard.")
 @_watch_option
+@_wait_option
+@_max_runs_option
 @click.pass_obj
 def run(
     cfg: Config,
@@ -1343,6 +1445,8 @@ def run(
     web_bind: str | None,
     no_web: bool,
     no_watch: bool,
+    wait_for_redis: str | None,
+    max_stored_runs: int | None,
 ) -> None:
     """Start the scheduler and workers (and an embedded Redis unless --redis-url is given).
 
@@ -1362,6 +1466,7 @@ def run(
     specs = _load(cfg)
     _check_hooks_env()
     timings = _timings(grace, lease, warm_timeout)
+    wait_s = _wait_s(wait_for_redis)
     _check_metrics_port(metrics_port)
     server = None
     url = _checked_url(cfg)
@@ -1372,7 +1477,7 @@ def run(
     try:
         probe = Store(url, cfg.namespace)
         try:
-            probe.ping()
+            _ping(probe, wait_s)
         except StoreError as exc:
             _fail(str(exc))
         finally:
@@ -1414,6 +1519,7 @@ def run(
             watch=not no_watch,
             # With no --queue, sched run serves every queue its jobs name, reloads included.
             queues_from_jobs=not queues,
+            max_stored_runs=max_stored_runs,
         )
         if web_settings is not None:
             logging.getLogger("sched").info("sched: dashboard on %s", web_settings.url)
@@ -1507,6 +1613,8 @@ def _check_metrics_port(port: int | None) -> None:
 @_timing_options
 @_metrics_option
 @_watch_option
+@_wait_option
+@_max_runs_option
 @click.pass_obj
 def scheduler(
     cfg: Config,
@@ -1515,6 +1623,8 @@ def scheduler(
     warm_timeout: str | None,
     metrics_port: int | None,
     no_watch: bool,
+    wait_for_redis: str | None,
+    max_stored_runs: int | None,
 ) -> None:
     """Run only the scheduler loop (several may run against one Redis).
 
@@ -1528,7 +1638,8 @@ def scheduler(
     specs = _load(cfg)
     _check_hooks_env()
     _check_metrics_port(metrics_port)
-    with _store(cfg, start_if_needed=False) as store:
+    timings = _timings(grace, lease)
+    with _store(cfg, start_if_needed=False, wait_s=_wait_s(wait_for_redis)) as store:
         url = store.url
         _warn_unserved(store, specs, ())
     plan = Plan(
@@ -1536,10 +1647,11 @@ def scheduler(
         url,
         cfg.namespace,
         jobs=cfg.jobs,
-        timings=_timings(grace, lease),
+        timings=timings,
         metrics_port=metrics_port,
         default_timeout_s=_default_timeout_s(cfg),
         watch=not no_watch,
+        max_stored_runs=max_stored_runs,
     )
     sys.exit(run_scheduler(plan))
 
@@ -1557,6 +1669,7 @@ def scheduler(
 @_timing_options
 @_metrics_option
 @_watch_option
+@_wait_option
 @click.pass_obj
 def worker(
     cfg: Config,
@@ -1567,6 +1680,7 @@ def worker(
     warm_timeout: str | None,
     metrics_port: int | None,
     no_watch: bool,
+    wait_for_redis: str | None,
 ) -> None:
     """Run worker processes only.
 
@@ -1581,7 +1695,7 @@ def worker(
     _check_hooks_env()
     timings = _timings(grace, lease, warm_timeout)
     _check_metrics_port(metrics_port)
-    with _store(cfg, start_if_needed=False) as store:
+    with _store(cfg, start_if_needed=False, wait_s=_wait_s(wait_for_redis)) as store:
         url = store.url
         _warn_unserved(store, specs, queues)
     plan = Plan(

@@ -19,7 +19,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -104,6 +104,8 @@ class Plan:
     # The workers serve every queue the jobs name (no --queue given): also the queues that
     # jobs added by a reload name.
     queues_from_jobs: bool = False
+    # Runs the whole deployment keeps (--max-stored-runs); None: Retention's default.
+    max_stored_runs: int | None = None
 
     def definitions(self, who: str, *, list_problems: bool = True) -> Definitions:
         """The jobs folder as this plan loaded it, for one process to poll."""
@@ -135,10 +137,14 @@ def run_scheduler(plan: Plan) -> int:
         port = _serve_metrics(metrics, plan.metrics_port)
         log.info("scheduler: metrics on http://%s:%d/metrics", METRICS_ADDR, port)
     definitions = plan.definitions("scheduler")
+    settings = plan.timings.beat()
+    if plan.max_stored_runs is not None:
+        retention = replace(settings.retention, keep_total=plan.max_stored_runs)
+        settings = replace(settings, retention=retention)
     beat = Beat(
         store,
         plan.specs,
-        plan.timings.beat(),
+        settings,
         alerter=alerter,
         metrics=metrics,
         definitions=definitions,
