@@ -148,7 +148,11 @@ def load_average() -> str:
 # -- RESULTS.md --------------------------------------------------------------------------------
 
 
-def results_markdown(meta: dict[str, Any], results: Sequence[Result], analysis: str) -> str:
+def results_markdown(
+    meta: dict[str, Any], results: Sequence[Result], analysis: str, kept: Sequence[str] = ()
+) -> str:
+    """The page: header, table, the hand-written analysis, this run's evidence, then `kept`
+    (sections measured by other commands, e.g. the soak, each from its own file)."""
     m = meta["machine"]
     out = [
         "# Benchmark results",
@@ -169,6 +173,8 @@ def results_markdown(meta: dict[str, Any], results: Sequence[Result], analysis: 
     if analysis.strip():
         out += [analysis.strip(), ""]
     out += _evidence(results)
+    for section in kept:
+        out += ["", section.strip(), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -120,12 +120,24 @@ def render(args: argparse.Namespace) -> int:
     return 0
 
 
+# Sections measured outside this command (the soak takes as long as it is given), kept in
+# their own files and copied to the end of RESULTS.md, so a run never drops them: edit those
+# files, not RESULTS.md.
+KEPT_SECTIONS = ("SOAK.md",)
+
+
+def kept_sections(folder: Path = HERE) -> list[str]:
+    """The text of each KEPT_SECTIONS file that exists, in order."""
+    return [(folder / name).read_text() for name in KEPT_SECTIONS if (folder / name).exists()]
+
+
 def write_markdown(args: argparse.Namespace, meta: dict[str, Any], results: list[Result]) -> None:
     analysis_file = HERE / "ANALYSIS.md"
     quick = bool(meta["quick"])
     analysis = analysis_file.read_text() if analysis_file.exists() and not quick else ""
+    kept = [] if quick else kept_sections()
     args.md.parent.mkdir(parents=True, exist_ok=True)
-    args.md.write_text(report.results_markdown(meta, results, analysis))
+    args.md.write_text(report.results_markdown(meta, results, analysis, kept))
 
 
 def _code_note() -> str:
