@@ -12,6 +12,18 @@ def noop() -> None:
     """The no-op job of the throughput benchmark."""
 
 
+def kib_of_output() -> None:
+    """1 KiB of log-like output (not one repeated byte: a store may compress it)."""
+    lines, size = [], 0
+    i = 0
+    while size < 1024:
+        line = f"row {i}: id={(i * 7919) % 100003} value={(i * 104729) % 99991}"
+        lines.append(line)
+        size += len(line) + 1
+        i += 1
+    print("\n".join(lines)[:1023])
+
+
 def record_fire() -> None:
     """sched: print the time of the first line; the output is kept with the run record."""
     started = time.time()
