@@ -20,6 +20,7 @@ NAMES = {
     "timeouts": "4. Timeouts",
     "history": "5. History",
     "cli": "6. CLI start-up",
+    "durability": "7. Durability (WAIT)",
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks import (
     cli_startup,
+    durability,
     fire,
     history,
     report,
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[Config], Result]] = {
     "history": history.run,
     "cli": cli_startup.run,
     "web": web.run,
+    "durability": durability.run,
 }
 
 

@@ -27,22 +27,28 @@ ROLES = ("worker", "forkserver", "horse", "supervisor", "redis")
 
 
 def measure(
-    server: Any, folder: Path, n: int, workers: int, job: str, job_file: str
+    url: str, redis_pid: int | None, folder: Path, n: int, workers: int, job: str, job_file: str
 ) -> dict[str, Any]:
-    """One `sched worker --workers N` run of n no-op jobs: rate, CPU split, busy cores."""
+    """One `sched worker --workers N` run of n no-op jobs: rate, CPU split, busy cores.
+
+    `url` is what the workers (and the enqueue) use, sched's own query parameters included;
+    `redis_pid` the server whose CPU is counted.
+    """
     import redis
 
     from scheduler.model import Overlap, Trigger
     from scheduler.store import Store
     from scheduler.store.records import Fire, fire_settings
+    from scheduler.urls import split_url
 
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(split_url(url)[0])
     client.flushall()
+    waits0 = _calls(client, "wait")
     jobs = folder / "scaling-jobs"
     jobs.mkdir(exist_ok=True)
     (jobs / "bench.py").write_text(job_file)
     log = folder / f"scaling-{workers}.log"
-    argv = [sys.executable, "-m", "scheduler", "--jobs", str(jobs), "--redis-url", server.url]
+    argv = [sys.executable, "-m", "scheduler", "--jobs", str(jobs), "--redis-url", url]
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
             [*argv, "worker", "--workers", str(workers)],
@@ -52,10 +58,9 @@ def measure(
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
-    store = Store(server.url)
+    store = Store(url)
     try:
         roles = _wait_ready(proc, client, workers, log)
-        redis_pid = server.process.pid if getattr(server, "process", None) else None
         settings = fire_settings(
             "default",
             overlap=Overlap.ALLOW,
@@ -73,6 +78,7 @@ def measure(
         after, redis1 = procstat.snapshot(roles), procstat.times(redis_pid)
         machine1 = procstat.machine_ticks()
         finished = [r.finished_at for r in store.history(job=job, limit=n) if r.finished_at]
+        waits = _calls(client, "wait") - waits0
     finally:
         store.close()
         client.close()
@@ -89,8 +95,15 @@ def measure(
         "per_s": n / wall,
         "cpu_ms_per_run": {role: cpu.get(role, 0.0) / n for role in ROLES},
         "cores_busy": busy * (os.cpu_count() or 1),
+        "wait_commands_per_run": waits / n,
         "processes": {str(pid): role for pid, role in roles.items()},
     }
+
+
+def _calls(client: Any, command: str) -> int:
+    """How many times the server ran `command` (INFO commandstats)."""
+    stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0))
 
 
 def _wait_ready(
@@ -135,7 +148,8 @@ def run_all(
     for rep in range(reps):
         for workers in counts:
             progress(f"throughput {rep + 1}/{reps}: sched worker --workers {workers}, {n} jobs")
-            sample = measure(server, folder, n, workers, job, job_file)
+            pid = server.process.pid if getattr(server, "process", None) else None
+            sample = measure(server.url, pid, folder, n, workers, job, job_file)
             progress(
                 f"throughput: --workers {workers}: {sample['per_s']:.0f}/s, "
                 f"{sample['cores_busy']:.1f} cores busy"
