@@ -58,6 +58,87 @@ def _field_problem(fields: Mapping[str, str], exc: BaseException) -> str:
     return f"unusable record ({exc})"
 
 
+# The most a run keeps of each long text (UTF-8 bytes), in its side key: the worker's own
+# 64 KiB output tail fits whole with its marker line.
+TEXT_LIMIT = 64 * 1024
+# Room for the marker line the worker puts before an output tail it had to cut.
+_MARKER_ROOM = 100
+# Fields a run keeps in its side key; a record written before the side key held them itself.
+SIDE_FIELDS = ("output", "error", "result", "late_report", "live_output", "live_total")
+
+
+def merged(record: Mapping[str, str], side: Mapping[str, str]) -> dict[str, str]:
+    """A run's stored fields from its record and its side key (whose whole reason wins over
+    the record's cut copy). A record of an earlier version has no side key: it is whole."""
+    if not side:
+        return dict(record)
+    return {**record, **side} if record else {}
+
+
+def capped(fields: Mapping[str, object]) -> dict[str, object]:
+    """The fields as a run keeps them: each long text within TEXT_LIMIT, cut with a marker."""
+    out = dict(fields)
+    for name in ("output", "live_output"):
+        value = out.get(name)
+        if isinstance(value, str) and len(value) > TEXT_LIMIT // 4:
+            out[name] = tail_of(value, TEXT_LIMIT)
+    reason = out.get("reason")
+    if isinstance(reason, str) and len(reason) > TEXT_LIMIT // 4:
+        out["reason"] = head_of(reason, TEXT_LIMIT)
+    error = out.get("error")
+    if isinstance(error, str) and len(error) > TEXT_LIMIT // 4:
+        out["error"] = _capped_error(error)
+    result = out.get("result")
+    if isinstance(result, str) and len(result.encode()) > TEXT_LIMIT:
+        size = len(result.encode())
+        out["result"] = json.dumps(
+            f"[a result of {size} bytes of JSON, over the {TEXT_LIMIT} kept]"
+        )
+    return out
+
+
+def tail_of(text: str, limit: int) -> str:
+    """The text's last `limit` bytes after a line saying how many earlier ones were dropped."""
+    data = text.encode()
+    if len(data) <= limit + _MARKER_ROOM:
+        return text
+    kept = data[-limit:].decode(errors="ignore")  # a character cut in two is left out
+    dropped = len(data) - len(kept.encode())
+    return f"[... {dropped} earlier bytes not kept ...]\n{kept}"
+
+
+def head_of(text: str, limit: int) -> str:
+    """The text's first `limit` bytes and a mark saying how many later ones were dropped."""
+    data = text.encode()
+    if len(data) <= limit + _MARKER_ROOM:
+        return text
+    kept = data[:limit].decode(errors="ignore")
+    return f"{kept} [... {len(data) - len(kept.encode())} more bytes not kept]"
+
+
+def _capped_error(text: str) -> str:
+    """An error (JSON: type, message, traceback) within TEXT_LIMIT bytes: the message's head
+    and the traceback's tail are kept."""
+    if len(text.encode()) <= TEXT_LIMIT:
+        return text
+    try:
+        error = json.loads(text)
+    except ValueError:
+        error = None
+    if not isinstance(error, dict) or not all(isinstance(v, str) for v in error.values()):
+        return json.dumps({"type": "", "message": head_of(text, TEXT_LIMIT // 8), "traceback": ""})
+    limit = TEXT_LIMIT // 2
+    while True:  # JSON escapes may take up to 12 bytes a character: shrink until it fits
+        cut = {
+            name: tail_of(value, limit) if name == "traceback" else head_of(value, limit // 8)
+            for name, value in error.items()
+        }
+        encoded = json.dumps(cut)
+        if len(encoded.encode()) <= TEXT_LIMIT + _MARKER_ROOM * 4 or limit < 256:
+            return encoded
+        limit //= 2
+
+
 def decode_claimed(fields: Mapping[str, str]) -> Claimed:
     """The claimed record; StoreCorrupt when a field cannot be read."""
     run = decode_run(fields)

@@ -20,6 +20,10 @@ class Keys:
     def run(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}"
 
+    def out(self, run_id: str) -> str:
+        """The run's side key: its long texts (output, error, result...), beside its record."""
+        return f"{self.prefix}out:{run_id}"
+
     def queue(self, name: str) -> str:
         return f"{self.prefix}queue:{name}"
 

@@ -37,12 +37,17 @@ from scheduler.store import scripts
 from scheduler.store.codec import (
     SUMMARY_BATCH,
     SUMMARY_FIELDS,
+    TEXT_LIMIT,
+    capped,
     decode_claimed,
     decode_run,
     encode,
+    head_of,
+    merged,
     pairs,
     settings_args,
     summary,
+    tail_of,
 )
 from scheduler.store.connect import advice, connect
 from scheduler.store.faults import guarded, guarded_iter, translate
@@ -413,13 +418,15 @@ class RedisStore(Store):
             for fire, ids in members:
                 batch_keys += (
                     k.run(fire.run_id),
+                    k.out(fire.run_id),
                     k.active(fire.job),
                     k.by_job(fire.job),
                     k.not_run(fire.job),
                 )
                 batch += (fire.run_id, fire.job)
                 if fire.settings.reads_active:
-                    batch_keys += (k.run(other) for other in ids)
+                    for other in ids:
+                        batch_keys += (k.run(other), k.out(other))
                     batch += (len(ids), *ids)
         return self._enqueue.slots(
             {
@@ -504,6 +511,7 @@ class RedisStore(Store):
                 "active": k.active(job),
                 "ended_feed": k.ended,
                 "idx_failed": k.by_status(RunStatus.FAILED),
+                "out": k.out(run_id),
             },
             {"run_id": run_id, "worker": worker, "lease_ms": int(lease_s * 1000)},
         )
@@ -547,8 +555,14 @@ class RedisStore(Store):
                 "idx_queued": k.by_status(RunStatus.QUEUED),
                 "idx_final": k.by_status(status),
                 "ended_feed": k.ended,
+                "out": k.out(run_id),
             },
-            {"run_id": run_id, "worker": worker, "reason": reason, "status": str(status)},
+            {
+                "run_id": run_id,
+                "worker": worker,
+                "reason": head_of(reason, TEXT_LIMIT),
+                "status": str(status),
+            },
         )
         return bool(done)
 
@@ -601,6 +615,7 @@ class RedisStore(Store):
                 "idx_all": k.all_runs,
                 "idx_job": k.by_job(job),
                 "idx_running": k.by_status(RunStatus.RUNNING),
+                "out": k.out(run_id or "-"),
             },
             {
                 "worker": worker,
@@ -609,7 +624,7 @@ class RedisStore(Store):
                 "horse_pid": horse_pid or "",
                 "clock_gap_ms": _gap_ms(self.clock_gap_s, lease_s),
                 "live_total": live[0] if live else "",
-                "live_output": live[1] if live else "",
+                "live_output": tail_of(live[1], TEXT_LIMIT) if live else "",
                 "record": record,
             },
             arg_rest=pairs(info or {}),
@@ -699,6 +714,7 @@ class RedisStore(Store):
                 "worker_hash": k.worker(worker),
                 **self._retry_keys(job, retry_id),
                 "ended_feed": k.ended,
+                "out": k.out(run_id),
             },
             {
                 "run_id": run_id,
@@ -707,7 +723,7 @@ class RedisStore(Store):
                 "duration_ms": int(duration_s * 1000),
                 **_retry_args(retry),
             },
-            arg_rest=pairs(fields),
+            arg_rest=pairs(capped(fields)),
         )
 
     def _retry_keys(self, job: str, retry_id: str) -> dict[str, str]:
@@ -738,13 +754,14 @@ class RedisStore(Store):
                 **self._retry_keys(job, plan.run_id if plan else ""),
                 "active": k.active(job),
                 "ended_feed": k.ended,
+                "out": k.out(run_id),
             },
             {
                 "run_id": run_id,
                 "scheduled_ms": encode(fields["scheduled_for"]),
                 **_retry_args(plan),
             },
-            arg_rest=pairs(fields),
+            arg_rest=pairs(capped(fields)),
         )
         if isinstance(done, list):
             log.error("run %s: its report cannot be restored: %s", run_id, _texts(done)[-1])
@@ -850,10 +867,11 @@ class RedisStore(Store):
                 **self._retry_keys(job, plan.run_id if plan else ""),
                 "ended_feed": k.ended,
                 "worker_hash": k.worker(fields.get("worker") or "-"),
+                "out": k.out(run_id),
             },
             {
                 "run_id": run_id,
-                "reason": reason,
+                "reason": head_of(reason, TEXT_LIMIT),
                 "clock_gap_ms": _gap_ms(self.clock_gap_s, lease_s if holder == "" else math.inf),
                 "lease_ms": int(lease_s * 1000),
                 **_retry_args(plan),
@@ -902,16 +920,35 @@ class RedisStore(Store):
 
     @guarded
     def get_run(self, run_id: str) -> Run:
-        fields = _hash(self.redis.hgetall(self.keys.run(run_id)))
+        fields = self._stored([run_id])[0]
         if not fields:
             raise UnknownRun(run_id)
         return self._as_read([decode_run(fields)])[0]
 
+    def _stored(self, ids: Sequence[str]) -> list[dict[str, str]]:
+        """Each run's stored fields, its record and its side key read in one round trip
+        ({} for a run that has no record)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(self.keys.run(run_id))
+            pipe.hgetall(self.keys.out(run_id))
+        replies = [_hash(reply) for reply in pipe.execute()] if ids else []
+        return [
+            merged(record, side) for record, side in zip(replies[::2], replies[1::2], strict=True)
+        ]
+
     @guarded
     def live_output(self, run_id: str) -> tuple[str, int, str]:
         names = ("status", "live_total", "live_output", "output", "output_bytes")
-        replies = self.redis.hmget(self.keys.run(run_id), *names)
-        status, total, live, final, final_total = (_text(x) for x in replies)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.run(run_id), *names)
+        pipe.hmget(self.keys.out(run_id), *names)
+        in_record, beside = ([_text(x) for x in reply] for reply in pipe.execute())
+        # Each from the side key, else from the record (one written by an earlier version,
+        # or the status, which only the record holds).
+        status, total, live, final, final_total = (
+            s if s is not None else r for r, s in zip(in_record, beside, strict=True)
+        )
         if status is None:
             raise UnknownRun(run_id)
         if status == RunStatus.RUNNING:
@@ -928,7 +965,7 @@ class RedisStore(Store):
 
     @guarded
     def raw_run(self, run_id: str) -> dict[str, str]:
-        return _hash(self.redis.hgetall(self.keys.run(run_id)))
+        return self._stored([run_id])[0]
 
     @guarded
     def history(
@@ -1001,11 +1038,8 @@ class RedisStore(Store):
 
     def _runs(self, ids: Sequence[str]) -> list[Run]:
         """The runs with these ids that have a record; one that cannot be read is left out."""
-        pipe = self.redis.pipeline(transaction=False)
-        for run_id in ids:
-            pipe.hgetall(self.keys.run(run_id))
         runs: list[Run] = []
-        for row in map(_hash, pipe.execute()):
+        for row in self._stored(ids):
             if row:
                 try:
                     runs.append(decode_run(row))
@@ -1148,7 +1182,12 @@ class RedisStore(Store):
         pipe = self.redis.pipeline(transaction=False)
         for name, ids in drops.items():
             for run_id in ids:
-                keys = {"run": k.run(run_id), "idx_all": k.all_runs, "idx_job": k.by_job(name)}
+                keys = {
+                    "run": k.run(run_id),
+                    "idx_all": k.all_runs,
+                    "idx_job": k.by_job(name),
+                    "out": k.out(run_id),
+                }
                 rest = [*status_keys, k.not_run(name)]
                 self._drop(keys, {"run_id": run_id}, key_rest=rest, client=pipe)
         dropped = sum(int(x) for x in pipe.execute()) if len(pipe) else 0
@@ -1165,7 +1204,12 @@ class RedisStore(Store):
         pipe = self.redis.pipeline(transaction=False)
         for run_id in ids:
             job = run_id.split("@", 1)[0]
-            keys = {"run": k.run(run_id), "idx_all": k.all_runs, "idx_job": k.by_job(job)}
+            keys = {
+                "run": k.run(run_id),
+                "idx_all": k.all_runs,
+                "idx_job": k.by_job(job),
+                "out": k.out(run_id),
+            }
             rest = [*status_keys, k.not_run(job)]
             self._drop(keys, {"run_id": run_id}, key_rest=rest, client=pipe)
         return sum(int(x) for x in pipe.execute()) if len(pipe) else 0

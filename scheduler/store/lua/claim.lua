@@ -3,7 +3,7 @@
 -- the worker that holds it (its reply was lost on the way), it answers again. A record that
 -- cannot be used is set aside (failed, the reason naming the field) before anything else
 -- is written.
--- uses: now move ended validate
+-- uses: now move ended side validate
 -- KEYS[1] inbox          the worker's inbox list
 -- KEYS[2] run            the run hash
 -- KEYS[3] running        the running zset (leases)
@@ -14,6 +14,7 @@
 -- KEYS[8] active         the job's active set
 -- KEYS[9] ended_feed     the ended feed list
 -- KEYS[10] idx_failed    idx:status:failed
+-- KEYS[11] out           the run's side key (its long texts)
 -- ARGV[1] run_id
 -- ARGV[2] worker
 -- ARGV[3] lease_ms
@@ -26,15 +27,16 @@ if f[1] == 'running' and f[5] == worker then return redis.call('HGETALL', run) e
 if f[1] ~= 'queued' then return {} end
 local problem = unusable(run, run_id)
 if problem then
-  set_aside(run, run_id, problem, idx_queued, idx_failed, active, ended_feed)
+  set_aside(run, out, run_id, problem, idx_queued, idx_failed, active, ended_feed)
   return {'', problem}
 end
 if f[3] and f[3] ~= '' and (f[4] == 'schedule' or f[4] == 'catchup') then
   local late = now - tonumber(f[2])
   if late > tonumber(f[3]) * 1000 then
-    redis.call('HSET', run, 'status', 'missed', 'finished_at', now, 'reason',
-      string.format('not started within misfire_grace %ss of its fire time (%.3fs late)',
-        f[3], late / 1000))
+    redis.call('HSET', run, 'status', 'missed', 'finished_at', now)
+    put_reason(run, out, string.format(
+      'not started within misfire_grace %ss of its fire time (%.3fs late)', f[3], late / 1000),
+      false)
     redis.call('SREM', active, run_id)
     move(run_id, idx_queued, idx_missed, f[2])
     ended(ended_feed, run_id)

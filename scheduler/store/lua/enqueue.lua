@@ -6,7 +6,7 @@
 -- nothing written, while Redis may not know yet of runs still running somewhere: for hold_ms
 -- after Redis was found empty (the epoch mark missing: restarted empty, flushed), which gives
 -- each worker a heartbeat to write back the record of the run it holds.
--- uses: now move ended
+-- uses: now move ended side
 -- KEYS[1] idx_all        idx:all
 -- KEYS[2] idx_queued     idx:status:queued
 -- KEYS[3] idx_skipped    idx:status:skipped
@@ -17,9 +17,10 @@
 -- KEYS[8] epoch          the epoch mark (set while Redis holds our data)
 -- KEYS[9] hold           until when (ms) such fires are held, after Redis was found empty
 -- KEYS[10..] batch_keys   first the q queue lists the settings name; then per fire, in order:
---                        its run hash, the job's active set, the job's idx:job, the job's
---                        index of fires not run (skipped, missed: capped apart), then the run
---                        hashes of the job's active runs as read just before (queue/replace)
+--                        its run hash, its side key, the job's active set, the job's idx:job,
+--                        the job's index of fires not run (skipped, missed: capped apart), then
+--                        the run hash and side key of each of the job's active runs as read
+--                        just before (queue/replace)
 -- ARGV[1] queue_count    q, the number of queue lists
 -- ARGV[2] settings_count s, the number of settings that follow
 -- ARGV[3] hold_ms        how long to hold such fires on finding the epoch mark missing (the
@@ -39,9 +40,10 @@
 -- fire whose job's active set changed since it was read ('0retry'), so that the caller can
 -- read it again and send that fire and those after it.
 
--- One fire: its run hash, its job's active set, idx:job and index of fires not run, run id, job, scheduled_for ms, its
--- settings, and the n active runs of the job as read before (s.reads): their ids are
--- ARGV[ids + 1 .. ids + n], their run hashes KEYS[hashes + 1 .. hashes + n].
+-- One fire: its run hash and side key, its job's active set, idx:job and index of fires not
+-- run, run id, job, scheduled_for ms, its settings, and the n active runs of the job as read
+-- before (s.reads): their ids are ARGV[ids + 1 .. ids + n], the run hash of the i-th is
+-- KEYS[hashes + 2i - 1] and its side key KEYS[hashes + 2i].
 -- How long (ms) fires that look at active runs are held from now; 0 when they are not. Read
 -- once per call; finding the epoch mark missing sets it and starts the hold.
 local hold_left = nil
@@ -64,7 +66,7 @@ local function held_for()
 end
 
 -- Returns created (0/1), status.
-local function enqueue(run, active, by_job, not_run, id, job, fire_ms, s, n, ids, hashes)
+local function enqueue(run, out, active, by_job, not_run, id, job, fire_ms, s, n, ids, hashes)
   local existing = redis.call('HGET', run, 'status')
   if existing then return 0, existing end
   local fire = tonumber(fire_ms)
@@ -103,7 +105,7 @@ local function enqueue(run, active, by_job, not_run, id, job, fire_ms, s, n, ids
     end
   elseif policy == 'queue' then
     for i = 1, n do
-      if redis.call('HGET', KEYS[hashes + i], 'status') == 'queued' then
+      if redis.call('HGET', KEYS[hashes + 2 * i - 1], 'status') == 'queued' then
         status = 'skipped'
         reason = 'overlap=queue: run ' .. ARGV[ids + i] .. ' is already waiting'
         break
@@ -111,14 +113,14 @@ local function enqueue(run, active, by_job, not_run, id, job, fire_ms, s, n, ids
     end
   elseif policy == 'replace' then
     for i = 1, n do
-      local key, old = KEYS[hashes + i], ARGV[ids + i]
+      local key, old = KEYS[hashes + 2 * i - 1], ARGV[ids + i]
       local st = redis.call('HGET', key, 'status')
       if st == 'running' then
         redis.call('HSET', key, 'kill_requested', 'replaced')
       elseif st == 'queued' then
         redis.call('LREM', s.queue, 0, old)
-        redis.call('HSET', key, 'status', 'skipped', 'reason', 'replaced by ' .. id,
-          'finished_at', now)
+        redis.call('HSET', key, 'status', 'skipped', 'finished_at', now)
+        put_reason(key, KEYS[hashes + 2 * i], 'replaced by ' .. id, false)
         redis.call('SREM', active, old)
         move(old, idx_queued, idx_skipped, redis.call('HGET', key, 'scheduled_for'))
         ended(ended_feed, old)
@@ -132,7 +134,8 @@ local function enqueue(run, active, by_job, not_run, id, job, fire_ms, s, n, ids
     redis.call('SADD', active, id)
     redis.call('ZADD', idx_queued, fire, id)
   else
-    redis.call('HSET', run, 'reason', reason, 'finished_at', now)
+    redis.call('HSET', run, 'finished_at', now)
+    put_reason(run, out, reason, true)
     redis.call('ZADD', other, fire, id)
     redis.call('ZADD', not_run, fire, id)
     ended(ended_feed, id)
@@ -170,12 +173,12 @@ while a <= last do
       n = tonumber(ARGV[a])
       a = a + 1 + n
     end
-    local created, status = enqueue(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], id, job,
-      fire_ms, s, n, a - 1 - n, k + 3)
+    local created, status = enqueue(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3],
+      KEYS[k + 4], id, job, fire_ms, s, n, a - 1 - n, k + 4)
     out[#out + 1] = created .. status
     if status == 'retry' then break end
     left = left - 1
-    k = k + 4 + n
+    k = k + 5 + 2 * n
   end
 end
 return table.concat(out, ' ')

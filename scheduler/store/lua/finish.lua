@@ -1,5 +1,5 @@
 -- The worker records the final status of a run it holds, and schedules its next attempt.
--- uses: now move retry ended
+-- uses: now move retry ended side
 -- KEYS[1] run            the run hash
 -- KEYS[2] running        the running zset (leases)
 -- KEYS[3] active         the job's active set
@@ -12,6 +12,7 @@
 -- KEYS[10] idx_job       idx:job
 -- KEYS[11] idx_queued    idx:status:queued
 -- KEYS[12] ended_feed    the ended feed list
+-- KEYS[13] out           the run's side key (its long texts)
 -- ARGV[1] run_id
 -- ARGV[2] worker
 -- ARGV[3] status         the final status
@@ -31,7 +32,7 @@ if f[1] ~= 'running' or f[2] ~= worker then
     late['status'] = status
     late['worker'] = worker
     late['reported_at'] = now
-    redis.call('HSET', run, 'late_report', cjson.encode(late))
+    put_fields(run, out, {'late_report', cjson.encode(late)}, 1)
   end
   return {0, f[1] or ''}
 end
@@ -42,8 +43,9 @@ if not started or started ~= started or math.abs(started) == math.huge then
 end
 redis.call('HSET', run, 'status', status, 'finished_at', started + duration,
   'duration_s', string.format('%.3f', duration / 1000))
-for i = fields, #ARGV, 2 do redis.call('HSET', run, ARGV[i], ARGV[i + 1]) end
+redis.call('HDEL', out, 'live_total', 'live_output')
 redis.call('HDEL', run, 'kill_requested', 'live_total', 'live_output')
+put_fields(run, out, ARGV, fields)
 redis.call('ZREM', running, run_id)
 redis.call('SREM', active, run_id)
 move(run_id, idx_running, idx_final, f[4])

@@ -2,7 +2,7 @@
 -- the run's record meanwhile (restarted empty, flushed), the worker's copy of it as claimed
 -- (`record`) is written back, checked first, so the run is seen running again: overlap rules
 -- hold (an overlap="skip" job starts no second run) and the report lands on a record.
--- uses: now touch move ended validate
+-- uses: now touch move ended side validate
 -- KEYS[1] workers        the workers zset
 -- KEYS[2] worker_hash    the worker hash
 -- KEYS[3] running        the running zset (leases)
@@ -12,6 +12,7 @@
 -- KEYS[7] idx_all        idx:all
 -- KEYS[8] idx_job        idx:job of the run's job (any key when there is no run)
 -- KEYS[9] idx_running    idx:status:running
+-- KEYS[10] out           the run's side key (any key when there is no run): live output
 -- ARGV[1] worker
 -- ARGV[2] lease_ms
 -- ARGV[3] run_id         or ''
@@ -46,7 +47,7 @@ if redis.call('EXISTS', run) == 0 then
       or fields['worker'] ~= worker then
     return {0, '', 1}
   end
-  redis.call('HSET', run, unpack(flat))
+  put_fields(run, out, flat, 1)
   local score = tonumber(fields['scheduled_for'])
   redis.call('ZADD', idx_all, score, run_id)
   redis.call('ZADD', idx_job, score, run_id)
@@ -58,5 +59,5 @@ local f = redis.call('HMGET', run, 'status', 'worker', 'kill_requested')
 if f[1] ~= 'running' or f[2] ~= worker then return {0, '', 0} end
 redis.call('ZADD', running, expiry, run_id)
 if horse_pid ~= '' then redis.call('HSET', run, 'pid', horse_pid) end
-if live_total ~= '' then redis.call('HSET', run, 'live_total', live_total, 'live_output', live_output) end
+if live_total ~= '' then put_fields(run, out, {'live_total', live_total, 'live_output', live_output}, 1) end
 return {1, f[3] or '', 0}

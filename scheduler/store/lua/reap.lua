@@ -2,7 +2,7 @@
 -- itself was unreachable recently: then workers get one lease to renew before anyone judges;
 -- or at once, lease or not, when `holder` names the worker that holds it and is known dead
 -- (its supervisor saw it die). Its duration runs from its start to now, not to a lease.
--- uses: now move touch retry ended
+-- uses: now move touch retry ended side
 -- KEYS[1] running        the running zset (leases)
 -- KEYS[2] run            the run hash
 -- KEYS[3] active         the job's active set
@@ -16,6 +16,7 @@
 -- KEYS[11] idx_queued    idx:status:queued
 -- KEYS[12] ended_feed    the ended feed list
 -- KEYS[13] worker_hash   the hash of the worker the run names (any key when none)
+-- KEYS[14] out           the run's side key (its long texts)
 -- ARGV[1] run_id
 -- ARGV[2] reason
 -- ARGV[3] clock_gap_ms
@@ -41,9 +42,11 @@ if holder ~= '' and f[4] ~= holder then return 0 end
 local started = tonumber(f[3])
 if not started or started ~= started or started > now or started < 0 then started = now end
 redis.call('ZREM', running, run_id)
-redis.call('HSET', run, 'status', 'lost', 'reason', reason, 'finished_at', now,
+redis.call('HSET', run, 'status', 'lost', 'finished_at', now,
   'duration_s', string.format('%.3f', (now - started) / 1000))
+redis.call('HDEL', out, 'live_total', 'live_output')
 redis.call('HDEL', run, 'kill_requested', 'live_total', 'live_output')
+put_reason(run, out, reason, false)
 redis.call('SREM', active, run_id)
 move(run_id, idx_running, idx_lost, f[2])
 if redis.call('HGET', worker_hash, 'current') == run_id then

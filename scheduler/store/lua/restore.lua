@@ -2,7 +2,7 @@
 -- copy, so a report is never lost; then, as finish does, schedule its next attempt and put
 -- it on the ended feed (metrics and alerts count it). The copy is checked before anything is
 -- written: one that cannot be used is refused and nothing is written.
--- uses: now pending move retry ended validate
+-- uses: now pending move retry ended side validate
 -- KEYS[1] run            the run hash
 -- KEYS[2] idx_status     idx:status of its status
 -- KEYS[3] retry_run      the retry's run hash (any key when there is no retry)
@@ -12,6 +12,7 @@
 -- KEYS[7] idx_queued     idx:status:queued
 -- KEYS[8] active         the job's active set
 -- KEYS[9] ended_feed     the ended feed list
+-- KEYS[10] out           the run's side key (its long texts)
 -- ARGV[1] run_id
 -- ARGV[2] scheduled_ms
 -- ARGV[3] retry_id       or ''
@@ -30,7 +31,8 @@ if not problem and given['scheduled_for'] ~= scheduled_ms then
   problem = 'field scheduled_for differs from its index score'
 end
 if problem then return {'', problem} end
-redis.call('HSET', run, unpack(ARGV, fields))
+redis.call('DEL', out)  -- left by a record that is gone: the copy has it all
+put_fields(run, out, ARGV, fields)
 for _, index in ipairs({idx_all, idx_job, idx_status}) do
   redis.call('ZADD', index, score_of(scheduled_ms), run_id)
 end

@@ -52,9 +52,9 @@ local function unusable(key, id)
   return unusable_fields(fields, id)
 end
 -- Sets a run that cannot be used aside: failed now, the reason naming the bad field.
-local function set_aside(key, id, reason, from_index, failed_index, active, feed)
-  redis.call('HSET', key, 'status', 'failed', 'reason', 'unusable record: ' .. reason,
-    'finished_at', now)
+local function set_aside(key, out, id, reason, from_index, failed_index, active, feed)
+  redis.call('HSET', key, 'status', 'failed', 'finished_at', now)
+  put_reason(key, out, 'unusable record: ' .. reason, false)
   local score = score_of(redis.call('HGET', key, 'scheduled_for'))
   redis.call('ZREM', from_index, id)
   redis.call('ZADD', failed_index, score, id)
