@@ -217,29 +217,22 @@ def _wire_stats(trips: int, commands: int, marks: _Marks) -> dict[str, Any]:
     }
 
 
+HORSE_PROFILER = Path(__file__).resolve().parent / "horse_profile"
+
+
 def _profile_horses(args: dict[str, Any]) -> Path | None:
-    """In profile mode, each horse profiles itself and dumps its stats before os._exit."""
+    """In profile mode, each horse profiles itself and dumps its stats before os._exit.
+
+    The horses are forked by the worker's fork server, a fresh interpreter started with this
+    process's environment (less SCHED_*): horse_profile/sitecustomize.py does it there.
+    """
     if args.get("profile") != "horse":
         return None
-    import cProfile
-
-    from scheduler import horse
-
     folder = Path(args["workdir"]) / "horse-profiles"
     folder.mkdir(exist_ok=True)
-    run, exit_ = horse.run, horse._exit
-    profiler = cProfile.Profile()
-
-    def profiled_run(*a: Any, **kw: Any) -> Any:
-        profiler.enable()
-        return run(*a, **kw)
-
-    def profiled_exit(code: int) -> Any:
-        profiler.disable()
-        profiler.dump_stats(str(folder / f"{os.getpid()}.prof"))
-        return exit_(code)
-
-    horse.run, horse._exit = profiled_run, profiled_exit
+    path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HORSE_PROFILER), path]))
+    os.environ["BENCH_HORSE_PROFILE"] = str(folder)
     return folder
 
 
@@ -392,9 +385,9 @@ def run(cfg: Config) -> Result:
         scaling.rows(result, scaling_samples)
         if not cfg.quick and any(row.met is False for row in result.rows):
             progress("throughput: a target is missed; profiling the worker parent and its horses")
-            # Only the worker parent: its horses come from its fork server now, so the
-            # timeline's and the horse profile's hooks in this process would not see them.
-            for section in ("worker",):
+            # The worker parent, and its horses (profiled in its fork server, see
+            # horse_profile/); the timeline's hooks in this process would not see the horses.
+            for section in ("worker", "horse"):
                 prof = _measure("ours", server, min(n, 500), folder, profile=section)
                 result.raw[f"profile_{section}"] = prof[f"profile_{section}"]
                 result.raw.setdefault("timeline", prof.get("timeline"))
