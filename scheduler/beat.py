@@ -162,6 +162,9 @@ class Beat:
         # Fires the store held (Redis was found empty: see Store.enqueue_many), in order, sent
         # again once the hold is over; and when that is (monotonic).
         self._held: list[tuple[JobSpec, Fire]] = []
+        # Due fires Redis did not take yet: the outage lasts until they are in, even while
+        # other calls pass (a replica that does not acknowledge fails writes, not reads).
+        self._fires_wait = False
         self._hold_until = 0.0
         # Jobs with new runs since the last retention pass; a full pass now and then covers
         # manual runs and retries, so idle schedules cost nothing between them.
@@ -514,11 +517,13 @@ class Beat:
         except StoreUnavailable as exc:
             for item in due:
                 heapq.heappush(self.heap, item)
+            self._fires_wait = True
             self._pause(self.outage.failed(exc, "due fires are kept and enqueued when it answers"))
             return
         except StoreCorrupt as exc:  # e.g. a key of the wrong type: these fires cannot be kept
             log.error("scheduler: %d due fires not enqueued: %s", len(due), exc)
             following = [(next_fire(self.specs[name], now), name) for _, name in due]
+        self._fires_wait = False
         self.outage.ended()
         for item in following:
             heapq.heappush(self.heap, item)
@@ -621,10 +626,12 @@ class Beat:
             self._enqueue(held)
         except StoreUnavailable as exc:
             self._held = held + self._held
+            self._fires_wait = True
             self._pause(self.outage.failed(exc, "held fires are kept and enqueued when it answers"))
             return False
         except StoreCorrupt as exc:
             log.error("scheduler: %d held fires not enqueued: %s", len(held), exc)
+        self._fires_wait = False
         self.outage.ended()
         return True
 
@@ -733,7 +740,8 @@ class Beat:
             return
         except StoreCorrupt as exc:
             log.error("scheduler: reaping stopped at data that cannot be used: %s", exc)
-        self.outage.ended()
+        if not self._fires_wait:
+            self.outage.ended()
         self._redis_ok_at = time.monotonic()
 
     def _observe(self) -> None:
