@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 # `//user:password@` (user may be empty), up to the last `@` before the path, so a password
 # with an unencoded `@` is hidden whole; works for several comma-separated hosts too.
@@ -62,3 +62,65 @@ def split_url(url: str) -> tuple[str, Durability]:
         timeout_ms=values.get("wait_timeout_ms", Durability.timeout_ms),
     )
     return urlunsplit(parts._replace(query=rest)), durability
+
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    """What a cluster URL names: the nodes to learn the cluster's layout from, and how to log
+    in. `redis+cluster://[user:password@]host:port[,host:port...][/0][?ssl_...]`; the TLS form
+    `rediss+cluster://` takes the `ssl_*` query parameters of `rediss://`."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ssl: tuple[tuple[str, str], ...] = ()
+
+
+def cluster_address(url: str) -> ClusterAddress:
+    """The address a cluster URL names (sched's own query parameters already taken out).
+
+    ValueError names what is wrong, with the password hidden.
+    """
+    parts = urlsplit(url)
+    shown = mask_url(url)
+    if parts.scheme not in CLUSTER_SCHEMES:
+        raise ValueError(f"{shown}: not a cluster URL; expected redis+cluster://host:port,...")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for item in hosts.split(","):
+        host, colon, port = item.rpartition(":")
+        if not colon or host.startswith("[") and not host.endswith("]"):
+            host, port = item, "6379"  # no port, or a bare [IPv6] address
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"{shown}: node {item!r} is not host:port; a cluster URL names one or more "
+                "nodes, e.g. redis+cluster://redis-1:6379,redis-2:6379"
+            )
+        nodes.append((host, int(port)))
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(
+            f"{shown}: database {parts.path.strip('/')!r}: a Redis Cluster has only database 0; "
+            "give /0 or no path (use --namespace to keep deployments apart)"
+        )
+    tls = parts.scheme == "rediss+cluster"
+    ssl = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if not (tls and name.startswith("ssl_")):
+            allowed = "ssl_* (with rediss+cluster://), " if not tls else "ssl_*, "
+            raise ValueError(
+                f"{shown}: query parameter {name!r} is not one a cluster URL takes; it takes "
+                f"{allowed}wait_replicas and wait_timeout_ms"
+            )
+        ssl.append((name, value))
+    username, password = None, None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    return ClusterAddress(tuple(nodes), username, password, tls, tuple(ssl))

@@ -14,6 +14,7 @@ import redis
 import redis.exceptions
 
 from scheduler.errors import StoreCorrupt, StoreError, StoreUnavailable
+from scheduler.store.connect import UNSETTLED, NotACluster
 
 # Server replies (their first word) after which the same call may succeed later.
 RETRYABLE_REPLIES = {
@@ -24,6 +25,8 @@ RETRYABLE_REPLIES = {
     "MASTERDOWN": "the replica lost its primary",
     "TRYAGAIN": "Redis asks to try again",
     "CLUSTERDOWN": "the Redis cluster is down",
+    "MOVED": "the Redis cluster moved the namespace's slot",
+    "ASK": "the Redis cluster is moving the namespace's slot",
     "UNBLOCKED": "Redis ended a blocking call (the server changed role)",
     "NOREPLICAS": "Redis lacks the replicas it requires for writes",
     "NOAUTH": "Redis asks for authentication",
@@ -38,12 +41,24 @@ _REPLY_CLASSES = (
     (redis.exceptions.MasterDownError, "MASTERDOWN"),
     (redis.exceptions.TryAgainError, "TRYAGAIN"),
     (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
+    (redis.exceptions.MovedError, "MOVED"),
+    (redis.exceptions.AskError, "ASK"),
     (redis.exceptions.NoPermissionError, "NOPERM"),
     (redis.exceptions.AuthenticationError, "WRONGPASS"),
     (redis.exceptions.BusyLoadingError, "LOADING"),
 )
 # Replies that mean a record is not what the scripts expect.
 CORRUPT_REPLIES = ("WRONGTYPE",)
+# The cluster client's own failures (not server replies) that pass once the cluster has
+# settled: no node answers, the nodes disagree on the layout, no node serves the slot, too
+# many redirections in a row. Anything else it raises is a bug to let out.
+# (ClusterClient turns most into ConnectionError; these are for any it lets through.)
+_OUTAGE_CLASSES = (
+    *((kind, RETRYABLE_REPLIES[code]) for kind, code in _REPLY_CLASSES),
+    (redis.exceptions.SlotNotCoveredError, "no node of the Redis cluster serves the slot"),
+    (redis.exceptions.ClusterError, "the Redis cluster kept redirecting the call"),
+    (redis.exceptions.RedisClusterException, "the Redis cluster cannot be reached"),
+)
 
 
 def translate(exc: BaseException) -> StoreError:
@@ -54,11 +69,13 @@ def translate(exc: BaseException) -> StoreError:
     known code anywhere in the message decides.
     """
     text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, NotACluster):
+        return StoreError(str(exc))
     if isinstance(exc, redis.exceptions.TimeoutError):
         return StoreUnavailable("Redis did not answer in time", text)
-    for kind, code in _REPLY_CLASSES:
+    for kind, what in _OUTAGE_CLASSES:
         if isinstance(exc, kind):
-            return StoreUnavailable(RETRYABLE_REPLIES[code], text)
+            return StoreUnavailable(what, text)
     if isinstance(exc, redis.exceptions.ConnectionError | OSError):
         return StoreUnavailable("connection to Redis lost", text)
     if isinstance(exc, redis.exceptions.ResponseError):
@@ -84,6 +101,11 @@ def _as_store_error(exc: Exception) -> StoreError | None:
     if isinstance(exc, StoreError):
         return None
     if isinstance(exc, redis.exceptions.RedisError | OSError):
+        return translate(exc)
+    if isinstance(exc, redis.exceptions.RedisClusterException) and (
+        isinstance(exc, redis.exceptions.SlotNotCoveredError)
+        or any(words in str(exc) for words in UNSETTLED)
+    ):
         return translate(exc)
     if isinstance(exc, UnicodeDecodeError):  # a stored value that is not UTF-8 text
         return StoreCorrupt(f"Redis holds a value that is not text: {exc}")
