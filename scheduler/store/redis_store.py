@@ -64,7 +64,7 @@ from scheduler.store.records import (
     fire_settings,
 )
 from scheduler.store.scripts import Arg
-from scheduler.urls import mask_url
+from scheduler.urls import Durability, mask_url, split_url
 
 log = logging.getLogger("sched.store")
 STATUSES = tuple(RunStatus)
@@ -202,13 +202,19 @@ class RedisStore(Store):
         clock_gap_s: float = 5.0,
     ) -> None:
         self.url = url
+        # How many replicas must hold a fire or a report before its write counts as done.
+        self.durability: Durability = split_url(url)[1]
         self.namespace = namespace
         self.keys = StoreKeys(namespace)
         # Redis silent for longer than this (stopped, restarted, cut off) counts as an outage.
         self.clock_gap_s = clock_gap_s
         self.socket_timeout_s = socket_timeout_s
-        # A bounded wait, so a stalled Redis cannot hold a caller forever.
-        self.redis: redis.Redis = connect(url, timeout_s=socket_timeout_s, connect_timeout_s=5)
+        # A bounded wait, so a stalled Redis cannot hold a caller forever; longer than a WAIT
+        # for the replicas may take, whose own timeout answers first.
+        wait_s = self.durability.timeout_ms / 1000 + 1 if self.durability.replicas else 0
+        self.redis: redis.Redis = connect(
+            url, timeout_s=max(socket_timeout_s, wait_s), connect_timeout_s=5
+        )
         # Heartbeats go through their own client with a short timeout: a worker waiting on
         # its horse must never be held long by a stalled Redis.
         self.heartbeat_timeout_s = min(1.0, socket_timeout_s)
@@ -355,7 +361,7 @@ class RedisStore(Store):
         while len(done) < len(fires):
             rest = fires[len(done) :]
             keys, args = self._enqueue_args(rest, self._active_runs(rest), hold_ms)
-            reply = _text(self._enqueue.script(keys=keys, args=args)) or ""
+            reply = _text(self._written(self._enqueue, keys, args)) or ""
             progress = len(done)
             for fire, outcome in zip(rest, reply.split(" "), strict=False):
                 if outcome == "0retry":
@@ -547,7 +553,8 @@ class RedisStore(Store):
         if status not in _REFUSALS:
             raise ValueError(f"refuse: status {status!r}, expected failed or skipped")
         k = self.keys
-        done = self._fail_queued(
+        done = self._recorded(
+            self._fail_queued,
             {
                 "inbox": k.inbox(worker),
                 "run": k.run(run_id),
@@ -646,7 +653,7 @@ class RedisStore(Store):
     ) -> tuple[bool, str]:
         keys, args = self._finish_call(worker, run_id, job, status, duration_s, fields, retry)
         self._held.pop(run_id, None)
-        return _flag_and_text(self._finish.script(keys=keys, args=args))
+        return _flag_and_text(self._written(self._finish, keys, args))
 
     @guarded
     def finish_and_take(
@@ -667,13 +674,17 @@ class RedisStore(Store):
         # on every execute. The script is loaded only when Redis says it lacks it.
         pipe.evalsha(self._finish.sha, len(keys), *keys, *args)
         pipe.lmove(self.keys.queue(queue), self.keys.inbox(worker), "LEFT", "RIGHT")
-        reply, moved = pipe.execute(raise_on_error=False)
+        if self.durability.replicas:
+            pipe.wait(self.durability.replicas, self.durability.timeout_ms)
+        reply, moved, *acked = pipe.execute(raise_on_error=False)
         taken = moved if isinstance(moved, str) else None
         try:
             if isinstance(reply, redis.exceptions.NoScriptError):
-                reply = self._finish.script(keys=keys, args=args)
+                reply = self._written(self._finish, keys, args)
             elif isinstance(reply, Exception):
                 raise reply
+            elif acked:
+                self._acknowledged(acked[0])
             recorded, current = _flag_and_text(reply)
         except BaseException:
             if taken is not None:
@@ -681,6 +692,52 @@ class RedisStore(Store):
                     self.give_back(worker, taken, queue)
             raise
         return recorded, current, taken
+
+    def _recorded(
+        self,
+        transition: Transition,
+        keys: Mapping[str, str],
+        args: Mapping[str, Arg],
+        key_rest: Sequence[str] = (),
+        arg_rest: Sequence[Arg] = (),
+    ) -> object:
+        """_written() with the script's slots given by name."""
+        return self._written(transition, *transition.slots(keys, args, key_rest, arg_rest))
+
+    def _written(self, transition: Transition, keys: list[str], args: list[Arg]) -> object:
+        """Run a script that records a fire or a report; with `durability`, WAIT for the
+        replicas in the same round trip, and StoreUnavailable when fewer acknowledged it in
+        time. The write is then not done as far as the caller knows: it sends it again, as
+        after any outage, and every such script takes the same write twice (a fire's run id
+        exists, a report already recorded answers recorded)."""
+        if not self.durability.replicas:
+            return transition.script(keys=keys, args=args)
+        for _ in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            # EVALSHA by hand: WAIT must follow the write on the same connection.
+            pipe.evalsha(transition.sha, len(keys), *keys, *args)
+            pipe.wait(self.durability.replicas, self.durability.timeout_ms)
+            reply, acked = pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                self.redis.script_load(transition.source.text)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            self._acknowledged(acked)
+            return reply
+        raise StoreUnavailable("Redis lost its scripts", f"{transition.source.name} not loaded")
+
+    def _acknowledged(self, acked: object) -> None:
+        """StoreUnavailable unless WAIT replied that enough replicas hold the writes."""
+        if isinstance(acked, Exception):
+            raise acked
+        wanted = self.durability
+        if not isinstance(acked, int) or acked < wanted.replicas:
+            raise StoreUnavailable(
+                "Redis replicas did not acknowledge a write in time",
+                f"{acked} of {wanted.replicas} replicas within {wanted.timeout_ms} ms "
+                "(wait_replicas in the Redis URL)",
+            )
 
     @guarded
     def inbox_head(self, worker: str) -> str | None:
@@ -747,7 +804,8 @@ class RedisStore(Store):
             log.error("run %s: its report cannot be restored: %s", run_id, exc.detail)
             return False
         plan = _retry_after(run_id, stored, status) if retry is None else retry
-        done = self._restore(
+        done = self._recorded(
+            self._restore,
             {
                 "run": k.run(run_id),
                 "idx_status": k.by_status(status),
@@ -774,7 +832,8 @@ class RedisStore(Store):
         job, queue = (_text(x) for x in self.redis.hmget(k.run(run_id), "job", "queue"))
         if job is None:
             raise UnknownRun(run_id)
-        before = self._kill(
+        before = self._recorded(
+            self._kill,
             {
                 "run": k.run(run_id),
                 "queue": k.queue(queue or DEFAULT_QUEUE),
@@ -856,7 +915,8 @@ class RedisStore(Store):
         fields = _hash(self.redis.hgetall(k.run(run_id)))
         job = fields.get("job", "-")
         plan = _retry_after(run_id, fields, RunStatus.LOST)
-        done = self._reap(
+        done = self._recorded(
+            self._reap,
             {
                 "running": k.running,
                 "run": k.run(run_id),
