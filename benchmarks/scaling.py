@@ -167,7 +167,13 @@ def rows(result: Result, samples: list[dict[str, Any]]) -> None:
         split = {r: median([s["cpu_ms_per_run"][r] for s in mine]) or 0.0 for r in ROLES}
         busy = median([s["cores_busy"] for s in mine]) or 0.0
         sched_cpu = split["worker"] + split["forkserver"] + split["horse"] + split["supervisor"]
-        ratio = f"{rates[k] / one:.2f}x one; " if one and k != 1 else ""
+        # Each repetition's N-worker rate over the 1-worker rate measured just before it.
+        paired = [
+            s["per_s"] / base["per_s"]
+            for s, base in zip(mine, [s for s in samples if s["workers"] == 1], strict=False)
+        ]
+        each = "/".join(f"{r:.2f}" for r in paired)
+        ratio = f"{rates[k] / one:.2f}x one (each repetition {each}); " if one and k != 1 else ""
         result.add(
             f"{samples[0]['n']:,} no-op jobs, `sched worker --workers {k}`",
             rates[k],
@@ -177,7 +183,8 @@ def rows(result: Result, samples: list[dict[str, Any]]) -> None:
                 f"{ratio}CPU/run {sched_cpu:.2f} ms = worker {split['worker']:.2f} + fork "
                 f"server {split['forkserver']:.2f} + horse {split['horse']:.2f}"
                 + (f" + supervisor {split['supervisor']:.2f}" if split["supervisor"] else "")
-                + f"; redis-server {split['redis']:.2f}; machine {busy:.1f} cores busy"
+                + f"; redis-server {split['redis']:.2f}; cores busy: sched + redis "
+                f"{rates[k] * (sched_cpu + split['redis']) / 1000:.1f}, machine {busy:.1f}"
             ),
             target=">= 1.6x one" if k == 2 else "report",
             met=(rates[k] >= 1.6 * one) if k == 2 and one else None,
