@@ -136,15 +136,21 @@ def _rows(
         k: median([sum(s["cpu_ms_per_run"].values()) for s in v]) or 0.0 for k, v in samples.items()
     }
     n = samples[0][0]["n"]
+    pairs = zip(samples[1], samples[0], strict=True)
+    paired = "/".join(f"{a['per_s'] / b['per_s']:.2f}" for a, b in pairs)
+    redis = {
+        k: median([s["cpu_ms_per_run"]["redis"] for s in v]) or 0.0 for k, v in samples.items()
+    }
     result.add(
         f"{n:,} no-op jobs, 1 worker, wait_replicas=1 (1 replica, loopback)",
         rate[1],
         "runs/s",
         fmt="{:.0f}",
         comparison=(
-            f"wait_replicas=0 on the same pair {rate[0]:.0f}/s ({100 * rate[1] / rate[0]:.0f} %); "
-            f"WAIT per run {waits[1]:.2f} vs {waits[0]:.2f}; CPU/run incl. redis "
-            f"{cpu[1]:.2f} vs {cpu[0]:.2f} ms"
+            f"wait_replicas=0 on the same pair {rate[0]:.0f}/s ({100 * rate[1] / rate[0]:.0f} %; "
+            f"each repetition {paired}); WAIT per run {waits[1]:.2f} vs {waits[0]:.2f}; CPU/run "
+            f"incl. redis {cpu[1]:.2f} vs {cpu[0]:.2f} ms, of it the primary's "
+            f"{redis[1]:.2f} vs {redis[0]:.2f}"
         ),
         target="report",
     )
