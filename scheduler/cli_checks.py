@@ -15,9 +15,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from scheduler.model import DEFAULT_QUEUE, JobSpec
-from scheduler.urls import split_url
+from scheduler.urls import CLUSTER_SCHEMES, cluster_address, split_url
 
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", *CLUSTER_SCHEMES)
 
 
 def redis_url_problem(url: str) -> str | None:
@@ -25,14 +25,17 @@ def redis_url_problem(url: str) -> str | None:
     scheme = urlsplit(url).scheme
     if scheme in REDIS_SCHEMES:
         try:
-            split_url(url)
+            rest, _ = split_url(url)
+            if scheme in CLUSTER_SCHEMES:
+                cluster_address(rest)
         except ValueError as exc:
             return f"--redis-url: {exc}"
         return None
     shown = f"{scheme}://" if scheme else "no scheme"
     return (
         f"--redis-url: {shown} is not a Redis URL; expected redis://host:6379/0, rediss://..., "
-        "unix:///path/redis.sock or redis+sentinel://host:26379/master"
+        "unix:///path/redis.sock, redis+sentinel://host:26379/master or "
+        "redis+cluster://host:6379,host:6379"
     )
 
 

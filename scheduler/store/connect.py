@@ -26,16 +26,18 @@ from scheduler.urls import CLUSTER_SCHEMES, cluster_address, mask_url, split_url
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
 
-def connect(url: str, *, timeout_s: float, connect_timeout_s: float) -> redis.Redis:
+def connect(url: str, *, timeout_s: float, connect_timeout_s: float, home: str = "") -> Client:
     """A client for `url`: redis://, rediss:// (TLS options as query parameters, e.g.
-    `?ssl_ca_certs=/etc/sched/ca.pem`), unix://, or redis+sentinel://host:port[,host:port]/name.
-    sched's own query parameters (`urls.split_url`) are left out. A cluster URL is refused
-    (ValueError) until the store takes a ClusterClient: see `connect_cluster`.
+    `?ssl_ca_certs=/etc/sched/ca.pem`), unix://, redis+sentinel://host:port[,host:port]/name,
+    or redis+cluster://host:port[,host:port] (`connect_cluster`; `home` is a key of the
+    namespace). sched's own query parameters (`urls.split_url`) are left out.
     """
     url, _ = split_url(url)
     parts = urlsplit(url)
     if parts.scheme in CLUSTER_SCHEMES:
-        raise ValueError(f"{mask_url(url)}: Redis Cluster URLs are not supported yet")
+        return connect_cluster(
+            url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s, home=home
+        )
     if parts.scheme not in SENTINEL_SCHEMES:
         return redis.Redis.from_url(
             url,

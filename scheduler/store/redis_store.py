@@ -49,7 +49,7 @@ from scheduler.store.codec import (
     summary,
     tail_of,
 )
-from scheduler.store.connect import advice, connect
+from scheduler.store.connect import Client, Pipe, advice, connect
 from scheduler.store.faults import guarded, guarded_iter, translate
 from scheduler.store.keys import DEFAULT_NAMESPACE, Keys
 from scheduler.store.port import Store
@@ -104,7 +104,7 @@ class StoreKeys(Keys):
 class Transition:
     """One Lua script, registered with a client, called with its slots by name."""
 
-    def __init__(self, client: redis.Redis, name: str) -> None:
+    def __init__(self, client: Client, name: str) -> None:
         self.source = scripts.load(name)
         self.script = client.register_script(self.source.text)
 
@@ -128,7 +128,7 @@ class Transition:
         args: Mapping[str, Arg],
         key_rest: Sequence[str] = (),
         arg_rest: Sequence[Arg] = (),
-        client: redis.client.Pipeline | None = None,
+        client: Pipe | None = None,
     ) -> object:
         """Run it (loading it first if Redis lost it: SCRIPT FLUSH, a restart, a failover)."""
         ordered_keys, ordered_args = self.slots(keys, args, key_rest, arg_rest)
@@ -212,14 +212,20 @@ class RedisStore(Store):
         # A bounded wait, so a stalled Redis cannot hold a caller forever; longer than a WAIT
         # for the replicas may take, whose own timeout answers first.
         wait_s = self.durability.timeout_ms / 1000 + 1 if self.durability.replicas else 0
-        self.redis: redis.Redis = connect(
-            url, timeout_s=max(socket_timeout_s, wait_s), connect_timeout_s=5
+        self.redis: Client = connect(
+            url,
+            timeout_s=max(socket_timeout_s, wait_s),
+            connect_timeout_s=5,
+            home=self.keys.prefix,
         )
         # Heartbeats go through their own client with a short timeout: a worker waiting on
         # its horse must never be held long by a stalled Redis.
         self.heartbeat_timeout_s = min(1.0, socket_timeout_s)
-        self._fast: redis.Redis = connect(
-            url, timeout_s=self.heartbeat_timeout_s, connect_timeout_s=self.heartbeat_timeout_s
+        self._fast: Client = connect(
+            url,
+            timeout_s=self.heartbeat_timeout_s,
+            connect_timeout_s=self.heartbeat_timeout_s,
+            home=self.keys.prefix,
         )
         # The runs this process claimed and has not reported yet (a worker's, by id): what a
         # heartbeat writes back when Redis lost the record.
