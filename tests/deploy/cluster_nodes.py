@@ -45,6 +45,14 @@ class Node:
     name: str
     port: int
     proc: subprocess.Popen[bytes]
+    argv: list[str]
+    log: Path
+
+    def restart(self) -> None:
+        """Start it again on its own files (nodes.conf, the append-only file)."""
+        assert self.proc.poll() is not None, f"{self.name} still runs"
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
@@ -129,15 +137,15 @@ def cluster(folder: Path, ports: list[int]) -> Iterator[Cluster]:
         for i, port in enumerate(ports):
             data = folder / f"node{i}"
             data.mkdir()
-            log = (folder / f"node{i}.log").open("wb")
+            log_path = folder / f"node{i}.log"
             argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data)]
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             argv += ["--cluster-node-timeout", str(NODE_TIMEOUT_MS)]
             argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
             argv += ["--maxmemory-policy", "noeviction"]
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-            log.close()
-            c.nodes[f"node{i}"] = Node(f"node{i}", port, proc)
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            c.nodes[f"node{i}"] = Node(f"node{i}", port, proc, argv, log_path)
 
         def answers() -> bool:
             try:
