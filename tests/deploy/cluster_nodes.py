@@ -24,10 +24,13 @@ NODE_TIMEOUT_MS = 1000
 
 
 def cluster_ports(n: int) -> list[int]:
-    """`n` loopback ports that are free with their cluster bus port (port + 10000) too."""
+    """`n` loopback ports that are free with their cluster bus port (port + 10000) too, both
+    below the kernel's range for outgoing connections (32768 on): a port there may be taken
+    by a client's socket between this check and the server's bind."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     ports: list[int] = []
     while len(ports) < n:
-        port = random.randrange(20000, 40000)
+        port = random.randrange(10000, min(low, 65536) - 10000)
         if port in ports:
             continue
         try:

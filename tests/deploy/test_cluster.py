@@ -10,13 +10,16 @@ delivered twice, process exits, time to resume. The figures are printed (`pytest
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -45,9 +48,9 @@ class Deployment:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    def start(self, name: str, argv: list[str], namespace: str = "sched") -> None:
+    def start(self, name: str, argv: list[str], namespace: str = "sched", query: str = "") -> None:
         log = (self.folder / f"{name}.log").open("wb")
-        env = sched_env(self.cluster.url) | {"SCHED_NAMESPACE": namespace}
+        env = sched_env(self.cluster.url + query) | {"SCHED_NAMESPACE": namespace}
         self.procs[name] = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
@@ -140,6 +143,27 @@ def test_the_cli_reads_and_triggers_on_the_cluster(deployment: Deployment) -> No
     assert d.keyless_node() == d.cluster.primary_of(SLOT).port
 
 
+def test_the_dashboard_api_reads_the_cluster(deployment: Deployment) -> None:
+    d = deployment
+    port = cluster_ports(1)[0]
+    d.start("web", [*SCHED, "web", "--bind", f"127.0.0.1:{port}", "--read-only"])
+    base = f"http://127.0.0.1:{port}/api/v1"
+
+    def get(path: str) -> Any:
+        try:
+            with urllib.request.urlopen(f"{base}/{path}", timeout=5) as reply:
+                return json.load(reply)
+        except OSError:
+            return None
+
+    try:
+        runs = wait_for(lambda: get(f"runs?job={JOB}&limit=5"), 30, "the API to answer")
+        assert json.dumps(runs).count(JOB) >= 5, runs
+        assert JOB in json.dumps(get("jobs")) and len(get("workers")) >= 2
+    finally:
+        assert stop(d.procs.pop("web")) in (0, -15), d.log("web")[-3000:]
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -229,8 +253,11 @@ def test_two_namespaces_run_side_by_side_on_different_nodes(deployment: Deployme
         if d.cluster.primary_of(key_slot(name.encode())) is not home
     )
     other_node = d.cluster.primary_of(key_slot(other.encode()))
-    d.start("scheduler-other", [*SCHED, "scheduler"], namespace=other)
-    d.start("worker-other", [*SCHED, "worker"], namespace=other)
+    # This one with the durability knob: each fire and report waits for the shard's replica.
+    durable = "?wait_replicas=1&wait_timeout_ms=2000"
+    d.start("scheduler-other", [*SCHED, "scheduler"], namespace=other, query=durable)
+    d.start("worker-other", [*SCHED, "worker"], namespace=other, query=durable)
+    waits_before = waits(other_node)
     since = datetime.now(UTC)
     other_store = Store(d.cluster.url, other)
     try:
@@ -242,14 +269,19 @@ def test_two_namespaces_run_side_by_side_on_different_nodes(deployment: Deployme
                 count = each.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
                 assert (count > 0) == (each is node), (each.name, slot, count)
         assert not [r for r in other_store.history(limit=100_000) if r.scheduled_for < since]
+        # WAIT went to the node that took the writes (on another, it would answer at once,
+        # having no writes of that connection to wait for, and the knob would mean nothing).
+        assert waits(other_node) - waits_before >= 8
         listed = d.sched("history", "--limit", "5", namespace=other)
         assert listed.returncode == 0 and JOB.split(".")[0] in listed.stdout, listed
         # Retention's script runs in a pipeline: after SCRIPT FLUSH (every primary) it is
         # loaded again there, and every process reloads its own.
         other_node.client().script_flush()
         home.client().script_flush()
+        cut = datetime.now(UTC)
         assert other_store.trim([JOB], Retention(keep_runs=2)) > 0
-        assert len(other_store.history(job=JOB, limit=100)) == 2
+        kept = other_store.history(job=JOB, until=cut, limit=100)
+        assert len(kept) <= 2, kept
     finally:
         other_store.close()
     print(
@@ -297,6 +329,11 @@ def test_the_whole_cluster_restarts(deployment: Deployment) -> None:
     )
     assert not d.exited(), {n: d.log(n)[-3000:] for n in d.exited()}
     assert duplicates == 0
+
+
+def waits(node: Node) -> int:
+    """How many WAIT commands the node ran (INFO commandstats)."""
+    return int(node.client().info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
 
 
 def is_primary(node: Node) -> bool:
