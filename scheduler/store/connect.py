@@ -163,8 +163,9 @@ class ClusterClient(RedisCluster):
       the clock its scripts read, WAIT counts the replicas of the node that took the write.
     - A script is loaded where it is missing, in pipelines too (NOSCRIPT after a failover
       or a move to a node that never ran it).
-    - It learns the cluster's layout at its first command rather than when it is made, so a
-      process started while no node answers waits for one like with the other URLs.
+    - It learns the cluster's layout at its first command rather than when it is made, so
+      that making a store never fails: while no node answers, each call fails as an outage
+      (ConnectionError) and the next one tries again, as with the other URLs.
     """
 
     def __init__(self, home: str, shown: str, **options: Any) -> None:

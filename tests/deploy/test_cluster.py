@@ -29,6 +29,7 @@ from scheduler.model import RunStatus, Trigger
 from scheduler.store import Store
 from scheduler.store.connect import connect_cluster
 from scheduler.store.records import Retention
+from scheduler.urls import cluster_address, mask_url, split_url
 from tests.deploy.cluster_nodes import Cluster, Node, cluster, cluster_ports
 from tests.deploy.test_sentinel import EVERY, JOB, MAX_LOST_FIRES, completed_after, sched_env
 from tests.helpers import wait_for
@@ -375,3 +376,25 @@ def reshard(source: Node, target: Node, slot: int, halfway: Callable[[], bool]) 
     for client in (dst, src):
         client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
     return moved
+
+
+@pytest.mark.parametrize(
+    ("url", "nodes", "user", "password", "tls"),
+    [
+        ("redis+cluster://a:7000,b:7001/0", (("a", 7000), ("b", 7001)), None, None, False),
+        ("redis+cluster://redis-1", (("redis-1", 6379),), None, None, False),
+        ("redis+cluster://[::1]:7000", (("::1", 7000),), None, None, False),
+        ("rediss+cluster://sched:p%40ss@a:7000", (("a", 7000),), "sched", "p@ss", True),
+    ],
+)
+def test_a_cluster_url_names_its_nodes_and_login(
+    url: str, nodes: tuple[tuple[str, int], ...], user: str | None, password: str | None, tls: bool
+) -> None:
+    address = cluster_address(split_url(url + "?wait_replicas=1")[0])
+    assert (address.nodes, address.username, address.password, address.tls) == (
+        nodes,
+        user,
+        password,
+        tls,
+    )
+    assert "p@ss" not in mask_url(url) and "p%40ss" not in mask_url(url)
