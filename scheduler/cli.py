@@ -265,7 +265,8 @@ COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         {
             "envvar": "SCHED_REDIS_URL",
             "default": None,
-            "help": "Redis to use (redis://, rediss://, unix://, redis+sentinel://). "
+            "help": "Redis to use (redis://, rediss://, unix://, redis+sentinel://, "
+            "redis+cluster://). "
             "Default: an embedded server.",
         },
     ),

@@ -198,6 +198,23 @@ def test_unknown_job_fails_without_running(
     assert run.pid is None
 
 
+def test_a_program_gets_its_run_environment_whole_and_sigpipe_at_its_default(
+    run_job: RunJob,
+) -> None:
+    """A ready horse sets its environment up before its order; what the order does not fill
+    must not reach the program as an empty variable, and the SIGPIPE a Python job ignores
+    must be back at its default across exec (an ignored signal survives exec)."""
+    run = run_job("cmd-env")
+    assert run.status is RunStatus.COMPLETED
+    lines = (run.output or "").splitlines()
+    ours = dict(line.split("=", 1) for line in lines if line.startswith("SCHED_"))
+    assert ours.get("SCHED_RUN_ID") == run.id and ours.get("SCHED_JOB") == "cmd-env"
+    assert "SCHED_REDIS_URL" not in ours
+    assert not [name for name, value in ours.items() if value == ""], ours
+    (ignored,) = [line.split()[1] for line in lines if line.startswith("SigIgn:")]
+    assert not int(ignored, 16) & (1 << (signal.SIGPIPE - 1)), ignored
+
+
 def test_horse_knows_its_run_but_not_the_redis_url(run_job: RunJob) -> None:
     run = run_job("prints-env")
     lines = set((run.output or "").splitlines())

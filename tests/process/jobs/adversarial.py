@@ -153,6 +153,8 @@ def returns_object() -> object:
 command("cmd-exit-7", NEVER, ["sh", "-c", "echo seven; exit 7"])
 command("cmd-sleeps", NEVER, ["sleep", "1000"], timeout=SHORT)
 command("cmd-missing", NEVER, ["/nonexistent/program"])
+# A program's environment and its ignored signals (SigIgn), as the kernel holds them.
+command("cmd-env", NEVER, ["sh", "-c", "env; cat /proc/self/status"])
 
 
 def _raise_in_parent(signum: int, frame: object) -> None:
