@@ -2,9 +2,12 @@
 
 A Lua bulk loader writes run hashes and the four indexes exactly as the store's scripts do
 (`idx:all`, `idx:job:<job>`, `idx:status:<status>`, each scored by `scheduled_for`), with
-key names taken from `scheduler.store.Keys`: 1,000 jobs with 1,000 runs each (the default
-retention), every fifth job per-minute, 90% completed, 5% failed, the rest timed-out,
-killed, skipped or missed, with a short output line and, for failures, a traceback.
+key names taken from `scheduler.store.Keys`, and the long texts in the run's side key when
+the store has one (`Keys.out`, the fields of `codec.SIDE_FIELDS`): 1,000 jobs with 1,000
+runs each (the default retention), every fifth job per-minute, 90% completed, 5% failed, the
+rest timed-out, killed, skipped or missed, with a short output line and, for failures, a
+traceback.
+
 Then `Store.history(...)` is timed in-process and the whole `sched history` call as a child
 process, for `--limit 50`, `--status failed` and `JOB --since 1h`.
 """
@@ -37,6 +40,9 @@ local run_prefix, all_key, job_prefix, status_prefix = ARGV[1], ARGV[2], ARGV[3]
 local start, count, now, njobs = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
   tonumber(ARGV[8])
 local output, err = ARGV[9], ARGV[10]
+-- The store's side key of long texts, when it has one: its prefix and the fields it holds.
+local out_prefix, side = ARGV[11], {}
+for name in string.gmatch(ARGV[12], '[^,]+') do side[name] = true end
 local intervals = {60, 300, 900, 3600, 86400}
 local function key_of(id) return run_prefix .. id end
 local function civil(z)  -- days since 1970-01-01 -> y, m, d (H. Hinnant's algorithm)
@@ -69,8 +75,14 @@ for i = start, start + count - 1 do
   local dur = 40 + (i * 31) % 900
   local f = {'id', id, 'job', job, 'scheduled_for', fire, 'enqueued_at', fire + 2,
     'attempt', 1, 'trigger', 'schedule', 'queue', 'default', 'timeout_s', '60.0'}
+  local texts = {}
   local function add(...)
-    for _, v in ipairs({...}) do f[#f + 1] = v end
+    local kv = {...}
+    for n = 1, #kv, 2 do
+      local into = (out_prefix ~= '' and side[kv[n]]) and texts or f
+      into[#into + 1] = kv[n]
+      into[#into + 1] = kv[n + 1]
+    end
   end
   local status = 'completed'
   if r >= 995 then
@@ -100,6 +112,7 @@ for i = start, start + count - 1 do
   end
   add('status', status)
   redis.call('HSET', key_of(id), unpack(f))
+  if #texts > 0 then redis.call('HSET', out_prefix .. id, unpack(texts)) end
   redis.call('ZADD', all_key, fire, id)
   redis.call('ZADD', job_prefix .. job, fire, id)
   redis.call('ZADD', status_prefix .. status, fire, id)
@@ -126,9 +139,22 @@ def bulk_load(store: Any, n: int, chunk: int = 20_000) -> None:
     now_ms = int(time.time() * 1000)
     script = store.redis.register_script(LOADER)
     prefixes = [k.run(""), k.all_runs, k.by_job(""), k.by_status("")]
+    side_prefix, side_fields = _side_key_layout(k)
     for start in range(0, n, chunk):
         count = min(chunk, n - start)
-        script(keys=[], args=[*prefixes, start, count, now_ms, N_JOBS, OUTPUT, error])
+        args = [*prefixes, start, count, now_ms, N_JOBS, OUTPUT, error]
+        script(keys=[], args=[*args, side_prefix, ",".join(side_fields)])
+
+
+def _side_key_layout(keys: Any) -> tuple[str, tuple[str, ...]]:
+    """Where the store keeps a run's long texts: its side key's prefix and fields, or ("", ())
+    for a store that keeps them in the record (before 2026-12-01)."""
+    try:
+        from scheduler.store.codec import SIDE_FIELDS
+    except ImportError:
+        return "", ()
+    out = getattr(keys, "out", None)
+    return (out(""), tuple(SIDE_FIELDS)) if out is not None else ("", ())
 
 
 def _time_in_process(store: Any, queries: dict[str, dict[str, Any]], reps: int) -> dict[str, Any]:
@@ -330,6 +356,7 @@ def run(cfg: Config) -> Result:
         "in_process": times,
         "cli": cli_times,
         "memory_layout": layout,
+        "side_key_prefix": _side_key_layout(store.keys)[0],
     }
     n1, n2 = cfg.pick((200, 1000), (100, 400), (10, 40))
     progress(f"history: Redis bytes per stored run, {n2} runs of 1 KiB output by a sched worker")
@@ -358,6 +385,21 @@ def _rows(result: Result, n: int, used: int, times: dict[str, Any], cli: dict[st
             target="< 300 ms",
             met=c < 300,
         )
+    layout = result.raw["memory_layout"]
+    done = layout["hashes"].get("completed", {})
+    result.add(
+        f"Redis memory per stored run, the {n:,}-run mix",
+        used / max(n, 1),
+        "bytes",
+        fmt="{:.0f}",
+        comparison=(
+            f"{used / 2**20:,.0f} MiB (INFO memory delta of the bulk load, "
+            f"{'side keys' if result.raw.get('side_key_prefix') else 'no side key'}); a "
+            f"completed run's record {done.get('bytes')} B ({done.get('encoding')}), index "
+            f"entry {layout['zset_bytes_per_entry']:.0f} B x 3"
+        ),
+        target="report",
+    )
     mem = result.raw["stored_run"]
     keys = "; ".join(f"{k['name']} {k['bytes']} B ({k['encoding']})" for k in mem["keys"])
     result.add(
