@@ -25,7 +25,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from scheduler.model import RunStatus, Trigger
+from scheduler.model import PENDING, RunStatus, Trigger
 from scheduler.store import Store
 from scheduler.store.connect import connect_cluster
 from scheduler.store.records import Retention
@@ -209,7 +209,8 @@ def test_moving_the_namespace_slot_to_another_primary(deployment: Deployment) ->
         f"replies {seen}; duplicates {duplicates}; fires missing {missing}; "
         f"reports twice {twice}"
     )
-    assert seen["MOVED"] > 0 and seen["ASK"] > 0, f"the move was not tried under load: {seen}"
+    met_half_moved = seen["ASK"] + seen["TRYAGAIN"]
+    assert seen["MOVED"] > 0 and met_half_moved > 0, f"the move was not tried under load: {seen}"
     assert not d.exited(), {n: d.log(n)[-3000:] for n in d.exited()}
     assert duplicates == 0 and twice == 0
     # A move loses nothing: every key is copied before the slot changes hands.
@@ -279,10 +280,10 @@ def test_two_namespaces_run_side_by_side_on_different_nodes(deployment: Deployme
         # loaded again there, and every process reloads its own.
         other_node.client().script_flush()
         home.client().script_flush()
-        cut = datetime.now(UTC)
+        ended = {r.id for r in other_store.history(job=JOB, limit=100) if r.status not in PENDING}
         assert other_store.trim([JOB], Retention(keep_runs=2)) > 0
-        kept = other_store.history(job=JOB, until=cut, limit=100)
-        assert len(kept) <= 2, kept
+        kept = ended & {r.id for r in other_store.history(job=JOB, limit=100)}
+        assert len(kept) <= 2, kept  # runs still queued or running are never dropped
     finally:
         other_store.close()
     print(
