@@ -139,11 +139,16 @@ def bulk_load(store: Any, n: int, chunk: int = 20_000) -> None:
     now_ms = int(time.time() * 1000)
     script = store.redis.register_script(LOADER)
     prefixes = [k.run(""), k.all_runs, k.by_job(""), k.by_status("")]
-    side_prefix, side_fields = _side_key_layout(k)
     for start in range(0, n, chunk):
         count = min(chunk, n - start)
         args = [*prefixes, start, count, now_ms, N_JOBS, OUTPUT, error]
-        script(keys=[], args=[*args, side_prefix, ",".join(side_fields)])
+        script(keys=[], args=[*args, *side_key_args(k)])
+
+
+def side_key_args(keys: Any) -> list[str]:
+    """LOADER's last two arguments: the side key's prefix and its fields, comma-separated."""
+    prefix, fields = _side_key_layout(keys)
+    return [prefix, ",".join(fields)]
 
 
 def _side_key_layout(keys: Any) -> tuple[str, tuple[str, ...]]:

@@ -118,7 +118,7 @@ def run(cfg: Config) -> Result:
 
 
 def _load_one_job(store: Any, count: int) -> None:
-    from benchmarks.history import LOADER, OUTPUT, TRACEBACK
+    from benchmarks.history import LOADER, OUTPUT, TRACEBACK, side_key_args
 
     k = store.keys
     error = '{"type": "RuntimeError", "message": "upstream answered 503", "traceback": %s}'
@@ -130,9 +130,8 @@ def _load_one_job(store: Any, count: int) -> None:
     prefixes = [k.run(""), k.all_runs, k.by_job(""), k.by_status("")]
     for start in range(0, count, 20_000):
         # njobs=1: every run is bench.job0's (every 60 s), one fire further back each.
-        script(
-            keys=[], args=[*prefixes, start, min(20_000, count - start), now_ms, 1, OUTPUT, error]
-        )
+        args = [*prefixes, start, min(20_000, count - start), now_ms, 1, OUTPUT, error]
+        script(keys=[], args=[*args, *side_key_args(k)])
 
 
 def _rows(
