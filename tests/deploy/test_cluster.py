@@ -284,11 +284,26 @@ def test_two_namespaces_run_side_by_side_on_different_nodes(deployment: Deployme
         assert other_store.trim([JOB], Retention(keep_runs=2)) > 0
         kept = ended & {r.id for r in other_store.history(job=JOB, limit=100)}
         assert len(kept) <= 2, kept  # runs still queued or running are never dropped
+        # The durable namespace's slot moved: a write that meets ASK is not sent elsewhere
+        # (its WAIT would count another connection's writes); it waits for the move's end.
+        third = next(n for n in d.cluster.live() if is_primary(n) and n not in (home, other_node))
+        slot = key_slot(other.encode())
+        before, third_waits = errorstats(other_node), waits(third)
+        moved_at, began = datetime.now(UTC), time.monotonic()
+        reshard(other_node, third, slot, halfway=lambda: redirected(other_node, before))
+        wait_for(lambda: completed_after(other_store, moved_at, 2), 60, "durable runs after it")
+        durable_move_s = time.monotonic() - began
+        assert waits(third) > third_waits, "the WAITs did not follow the slot"
+        fired = [
+            r.scheduled_for for r in other_store.history(limit=100_000) if r.trigger is SCHEDULE
+        ]
+        assert len(fired) == len(set(fired)), "a fire was enqueued twice"
     finally:
         other_store.close()
     print(
-        f"figures: namespace {other!r} on {other_node.name} (slot {key_slot(other.encode())}) "
-        f"beside 'sched' on {home.name} (slot {SLOT})"
+        f"figures: namespace {other!r} (wait_replicas=1) on {other_node.name} (slot {slot}) "
+        f"beside 'sched' on {home.name} (slot {SLOT}); its slot moved to {third.name}: two "
+        f"runs completed {durable_move_s:.1f}s after the move began"
     )
     assert not d.exited(), {n: d.log(n)[-3000:] for n in d.exited()}
 
