@@ -176,7 +176,6 @@ class ClusterClient(RedisCluster):
         self.shown = shown
         self.home_slot = key_slot(home.encode()) if home else None
         self.encoder = Encoder("utf-8", "strict", True)  # type: ignore[no-untyped-call]
-        self.sources: dict[str, str] = {}
 
     def _build(self) -> None:
         """Learn the layout (CLUSTER SLOTS), once; ConnectionError while no node answers."""
@@ -236,7 +235,6 @@ class ClusterClient(RedisCluster):
             ) from exc
 
     def register_script(self, script: Any) -> Script:
-        self.sources[Script(self, script).sha] = script
         return HomeScript(self, script)
 
     def script_load(self, script: Any) -> str:
