@@ -158,12 +158,14 @@ def cluster(folder: Path, ports: list[int]) -> Iterator[Cluster]:
 
         wait_for(answers, 20, "the cluster nodes to start")
         hosts = [f"127.0.0.1:{port}" for port in ports]
-        subprocess.run(
+        created = subprocess.run(
             [cli, "--cluster", "create", *hosts, "--cluster-replicas", "1", "--cluster-yes"],
-            check=True,
             capture_output=True,
+            text=True,
             timeout=60,
+            check=False,
         )
+        assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
         wait_for(c.healthy, 30, "the cluster to be ok with every replica in sync")
         yield c
     finally:
