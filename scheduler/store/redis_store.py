@@ -511,7 +511,12 @@ class RedisStore(Store):
     def claim(self, worker: str, run_id: str, lease_s: float) -> Claimed | None:
         k = self.keys
         job = run_id.split("@", 1)[0]
-        flat = self._claim(
+        # With durability, a claim counts once the replicas hold it, like a fire or a report:
+        # a claim lost in a failover would leave its run queued for a second worker while the
+        # first one runs it. Not acknowledged, the caller asks again, and a claim that went
+        # through answers again (to the worker that holds it only).
+        flat = self._recorded(
+            self._claim,
             {
                 "inbox": k.inbox(worker),
                 "run": k.run(run_id),

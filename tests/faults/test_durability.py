@@ -120,7 +120,7 @@ def _waits(client: redis.Redis) -> int:
 
 def test_wait_is_sent_after_fires_and_reports_only_when_the_url_asks(pair: Pair) -> None:
     primary = pair.client("primary")
-    for wait, expected in ((None, 0), (0, 0), (1, 2)):
+    for wait, expected in ((None, 0), (0, 0), (1, 3)):
         store = Store(pair.url(wait=wait))
         assert isinstance(store, RedisStore) and store.durability.replicas == (wait or 0)
         primary.config_resetstat()
@@ -129,7 +129,7 @@ def test_wait_is_sent_after_fires_and_reports_only_when_the_url_asks(pair: Pair)
         assert store.wait_for_run("w", ["default"], 0.1) == run_id
         assert store.claim("w", run_id, 10) is not None
         store.finish("w", run_id, f"knob{wait}", RunStatus.COMPLETED, 0.1, {"output": "x" * 100})
-        assert _waits(primary) == expected, f"wait_replicas={wait}"  # enqueue, finish
+        assert _waits(primary) == expected, f"wait_replicas={wait}"  # enqueue, claim, finish
         store.close()
 
 
@@ -165,6 +165,32 @@ def test_a_write_the_replica_did_not_acknowledge_is_refused_and_counts_once_when
     ]
     assert int(store.redis.zcard(store.keys.delayed)) == 1  # one retry, not two
     store.close()
+
+
+def test_a_claim_counts_only_once_the_replica_holds_it_so_a_failover_cannot_run_it_twice(
+    pair: Pair,
+) -> None:
+    store = Store(pair.url(wait=1, timeout_ms=200))
+    run_id, _, _ = _fire(store, "job", T0)
+    assert store.wait_for_run("w", ["default"], 0.1) == run_id
+    pair.signal("replica", signal.SIGSTOP)
+    with pytest.raises(StoreUnavailable, match=NOT_ACKNOWLEDGED):
+        store.claim("w", run_id, 10)  # not acknowledged: the worker must not start it
+    pair.signal("replica", signal.SIGCONT)
+    wait_for(pair.in_sync, 20, "the replica to catch up")
+    claimed = store.claim("w", run_id, 10)  # asked again: it went through, and answers again
+    assert claimed is not None and claimed.run.id == run_id
+    assert store.claim("w2", run_id, 10) is None  # and to nobody else
+    # A failover now: the promoted replica knows the run is taken, so no worker takes it again.
+    pair.signal("primary", signal.SIGKILL)
+    pair.procs["primary"].wait(10)
+    pair.client("replica").replicaof("NO", "ONE")
+    after = Store(pair.url("replica", wait=0))
+    run = after.get_run(run_id)
+    assert (run.status, run.worker) == (RunStatus.RUNNING, "w")
+    assert after.claim("w2", run_id, 10) is None
+    for s in (store, after):
+        s.close()
 
 
 def test_a_fire_acknowledged_by_the_replica_survives_the_primary_and_one_without_is_lost(
