@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from scheduler.model import DEFAULT_QUEUE, JobSpec
-from scheduler.urls import CLUSTER_SCHEMES, cluster_address, split_url
+from scheduler.urls import CLUSTER_SCHEMES, cluster_address, cluster_client_problem, split_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", *CLUSTER_SCHEMES)
 
@@ -28,6 +28,9 @@ def redis_url_problem(url: str) -> str | None:
             rest, _ = split_url(url)
             if scheme in CLUSTER_SCHEMES:
                 cluster_address(rest)
+                problem = cluster_client_problem()
+                if problem:
+                    return f"--redis-url: {problem}"
         except ValueError as exc:
             return f"--redis-url: {exc}"
         return None

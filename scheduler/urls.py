@@ -65,6 +65,25 @@ def split_url(url: str) -> tuple[str, Durability]:
 
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+# The cluster client builds on redis-py's cluster pipeline as redis-py 8 has it.
+CLUSTER_CLIENT_MAJOR = 8
+
+
+def cluster_client_problem() -> str | None:
+    """Why the installed redis-py cannot carry a cluster URL, or None (redis is not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("redis")
+    except PackageNotFoundError:
+        return "redis-py is not installed"
+    major = installed.split(".", 1)[0]
+    if major.isdigit() and int(major) == CLUSTER_CLIENT_MAJOR:
+        return None
+    return (
+        f"redis+cluster:// needs redis-py {CLUSTER_CLIENT_MAJOR}.x, and {installed} is "
+        f"installed: pip install 'redis>={CLUSTER_CLIENT_MAJOR},<{CLUSTER_CLIENT_MAJOR + 1}'"
+    )
 
 
 @dataclass(frozen=True)

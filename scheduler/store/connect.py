@@ -21,7 +21,13 @@ from redis.exceptions import ConnectionError, RedisError
 from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
 
-from scheduler.urls import CLUSTER_SCHEMES, cluster_address, mask_url, split_url
+from scheduler.urls import (
+    CLUSTER_SCHEMES,
+    cluster_address,
+    cluster_client_problem,
+    mask_url,
+    split_url,
+)
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
@@ -129,6 +135,9 @@ def connect_cluster(
     """
     url, _ = split_url(url)
     address = cluster_address(url)
+    problem = cluster_client_problem()
+    if problem:
+        raise ValueError(f"{mask_url(url)}: {problem}")
     options: dict[str, Any] = {
         "startup_nodes": [
             ClusterNode(host, port)  # type: ignore[no-untyped-call]

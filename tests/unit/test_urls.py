@@ -43,3 +43,15 @@ def test_a_bad_value_is_named_with_what_it_expects(query: str, message: str) -> 
     problem = redis_url_problem(url)
     assert problem is not None and message in problem
     assert "secret" not in problem and problem.startswith("--redis-url: redis://:***@host/0")
+
+
+def test_the_installed_redis_py_carries_cluster_urls() -> None:
+    """The cluster client builds on redis-py 8's cluster pipeline; another major is refused
+    with the pip command that fixes it (tried by hand with redis-py 5.0.8)."""
+    from importlib.metadata import version
+
+    from scheduler.urls import CLUSTER_CLIENT_MAJOR, cluster_client_problem
+
+    assert version("redis").startswith(f"{CLUSTER_CLIENT_MAJOR}.")
+    assert cluster_client_problem() is None
+    assert redis_url_problem("redis+cluster://127.0.0.1:7000") is None
