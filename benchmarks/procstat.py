@@ -43,7 +43,7 @@ class Times:
 ZERO = Times(0.0, 0.0, 0, 0)
 
 
-def _read(path: str) -> str | None:
+def read(path: str) -> str | None:
     try:
         with open(path, "rb") as fh:
             return fh.read().decode(errors="replace")
@@ -52,7 +52,7 @@ def _read(path: str) -> str | None:
 
 
 def _fields(pid: int) -> list[str] | None:
-    stat = _read(f"/proc/{pid}/stat")
+    stat = read(f"/proc/{pid}/stat")
     if stat is None:
         return None
     return stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
@@ -81,7 +81,7 @@ def children() -> dict[int, list[int]]:
 
 
 def role(pid: int) -> str | None:
-    cmdline = _read(f"/proc/{pid}/cmdline")
+    cmdline = read(f"/proc/{pid}/cmdline")
     if cmdline is None:
         return None
     title = cmdline.replace("\0", " ")
@@ -129,7 +129,7 @@ def split_ms(
 
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) CPU ticks of the whole machine since boot (/proc/stat)."""
-    text = _read("/proc/stat") or "cpu 0 0 0 0"
+    text = read("/proc/stat") or "cpu 0 0 0 0"
     values = [int(v) for v in text.splitlines()[0].split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
     return sum(values) - idle, sum(values)

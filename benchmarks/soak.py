@@ -39,6 +39,7 @@ from benchmarks.common import (
     stop_process,
     workdir,
 )
+from benchmarks.procstat import children, read, role
 
 JOBS = Path(__file__).resolve().parent / "soak_jobs"
 TRACER = Path(__file__).resolve().parent / "soak_trace"
@@ -46,52 +47,10 @@ TRACER = Path(__file__).resolve().parent / "soak_trace"
 # counts as flat: 2 KiB/min is 120 KiB an hour, far below the 1 MiB/h the soak hunts.
 FLAT_KIB_MIN = 2.0
 FLAT_FDS_MIN = 0.05
-ROLES = (
-    ("sched supervisor", "supervisor"),
-    ("sched scheduler", "scheduler"),
-    ("sched worker", "worker"),
-    ("sched fork server", "forkserver"),
-)
-
-
-# -- /proc -------------------------------------------------------------------------------------
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return None
-
-
-def _children() -> dict[int, list[int]]:
-    """Every process's children, from /proc/*/stat."""
-    tree: dict[int, list[int]] = defaultdict(list)
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        stat = _read(f"/proc/{name}/stat")
-        if stat is None:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        tree[ppid].append(int(name))
-    return tree
-
-
-def _role(pid: int) -> str | None:
-    cmdline = _read(f"/proc/{pid}/cmdline")
-    if cmdline is None:
-        return None
-    title = cmdline.replace("\0", " ")
-    for prefix, role in ROLES:
-        if title.startswith(prefix):
-            return role
-    return None
 
 
 def descendants(root: int) -> list[int]:
-    tree = _children()
+    tree = children()
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -102,8 +61,8 @@ def descendants(root: int) -> list[int]:
 
 def sample_process(pid: int) -> dict[str, float] | None:
     """RSS and its anonymous part (KiB), open descriptors, CPU seconds; None once gone."""
-    status = _read(f"/proc/{pid}/status")
-    stat = _read(f"/proc/{pid}/stat")
+    status = read(f"/proc/{pid}/status")
+    stat = read(f"/proc/{pid}/stat")
     if status is None or stat is None:
         return None
     fields = {}
@@ -133,7 +92,7 @@ def smaps_rss(pid: int) -> dict[str, int]:
     malloc below the mmap threshold, Python's objects over 512 bytes among them), the other
     anonymous maps (CPython's 1 MiB object arenas, which the kernel merges into larger
     regions, and glibc's large chunks and thread arenas), the stack."""
-    text = _read(f"/proc/{pid}/smaps")
+    text = read(f"/proc/{pid}/smaps")
     out = {"heap_kb": 0, "maps_kb": 0, "stack_kb": 0}
     if text is None:
         return out
@@ -333,7 +292,7 @@ def _wait_ready(sup: subprocess.Popen[bytes], workers: int, log_path: Path) -> f
     while time.monotonic() < deadline:
         if sup.poll() is not None:
             raise RuntimeError(f"sched run exited {sup.returncode}:\n{_tail(log_path)}")
-        roles = Counter(_role(pid) for pid in descendants(sup.pid))
+        roles = Counter(role(pid) for pid in descendants(sup.pid))
         if roles["scheduler"] == 1 and roles["worker"] == workers == roles["forkserver"]:
             return time.monotonic()
         time.sleep(0.2)
@@ -348,19 +307,19 @@ _NONE = Series("", 0, 0)
 
 
 def _sample_tree(root: int, t: float, series: dict[int, Series]) -> None:
-    tree = _children()
+    tree = children()
     todo = [(root, 0)]
     while todo:
         pid, parent = todo.pop()
         todo.extend((c, pid) for c in tree.get(pid, ()))
-        role = _role(pid)
-        if role is None or (role == "forkserver" and series.get(parent, _NONE).role != "worker"):
+        name = role(pid)
+        if name is None or (name == "forkserver" and series.get(parent, _NONE).role != "worker"):
             continue  # horses (a new one has its fork server's title a moment): not measured
         sample = sample_process(pid)
         if sample is None:
             continue
         if pid not in series:
-            series[pid] = Series(role, pid, parent)
+            series[pid] = Series(name, pid, parent)
         series[pid].samples.append({"t": round(t, 2), **sample})
 
 

@@ -5,10 +5,8 @@ Real `sched` processes against a real redis-server that the test starts (late, f
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,24 +16,10 @@ import pytest
 from scheduler.embedded import EmbeddedRedis, socket_url
 from scheduler.model import RunStatus, run_id_for
 from scheduler.store import Fire, Store, fire_settings
+from tests.cli.test_first_hour import run_sched, sched_process
 from tests.helpers import final, trigger, wait_for
 
 JOBS = Path(__file__).parent / "wait_jobs"
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SCHED_")}
-
-
-def start(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "scheduler", *args],
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:
@@ -51,7 +35,7 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 def test_a_worker_waits_for_a_redis_that_starts_after_it(tmp_path: Path) -> None:
     url = socket_url(tmp_path / "redis")
     log = tmp_path / "worker.log"
-    worker = start(
+    worker = sched_process(
         "worker", "--jobs", str(JOBS), "--redis-url", url, "--wait-for-redis", "2m", log=log
     )
     server = None
@@ -82,13 +66,8 @@ def test_a_worker_waits_for_a_redis_that_starts_after_it(tmp_path: Path) -> None
 def test_waiting_gives_up_after_the_duration_with_the_reason(tmp_path: Path) -> None:
     url = socket_url(tmp_path / "nothing")
     began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "scheduler", "scheduler", "--jobs", str(JOBS)]
-        + ["--redis-url", url, "--wait-for-redis", "1.5s"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = run_sched(
+        "scheduler", "--jobs", str(JOBS), "--redis-url", url, "--wait-for-redis", "1.5s"
     )
     took = time.monotonic() - began
     assert done.returncode == 1, done.stderr
@@ -106,13 +85,8 @@ def test_refused_credentials_are_not_waited_for(tmp_path: Path) -> None:
         admin.close()
         url = server.url.replace("unix://", "unix://:wrong@")
         began = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "scheduler", "worker", "--jobs", str(JOBS)]
-            + ["--redis-url", url, "--wait-for-redis", "5m"],
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
+        done = run_sched(
+            "worker", "--jobs", str(JOBS), "--redis-url", url, "--wait-for-redis", "5m"
         )
         assert done.returncode == 1
         assert "refused the credentials" in done.stderr and "wrong" not in done.stderr
@@ -125,7 +99,9 @@ def test_refused_credentials_are_not_waited_for(tmp_path: Path) -> None:
 def test_ctrl_c_while_waiting_exits_at_once_without_a_traceback(tmp_path: Path) -> None:
     log = tmp_path / "sched.log"
     url = socket_url(tmp_path / "nothing")
-    proc = start("run", "--jobs", str(JOBS), "--redis-url", url, "--wait-for-redis", "1h", log=log)
+    proc = sched_process(
+        "run", "--jobs", str(JOBS), "--redis-url", url, "--wait-for-redis", "1h", log=log
+    )
     try:
         wait_for(lambda: "waiting up to 1h" in log.read_text(), 20, "the wait")
         proc.send_signal(signal.SIGINT)
@@ -144,13 +120,14 @@ def test_ctrl_c_while_waiting_exits_at_once_without_a_traceback(tmp_path: Path) 
     ],
 )
 def test_a_bad_wait_is_refused_with_its_option(tmp_path: Path, value: str, message: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "scheduler", "worker", "--jobs", str(JOBS)]
-        + ["--redis-url", socket_url(tmp_path), "--wait-for-redis", value],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = run_sched(
+        "worker",
+        "--jobs",
+        str(JOBS),
+        "--redis-url",
+        socket_url(tmp_path),
+        "--wait-for-redis",
+        value,
     )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
@@ -167,7 +144,7 @@ def test_the_scheduler_keeps_at_most_max_stored_runs(tmp_path: Path, redis_url: 
         ]
     )
     log = tmp_path / "scheduler.log"
-    proc = start(
+    proc = sched_process(
         "scheduler",
         "--jobs",
         str(JOBS),
@@ -188,13 +165,14 @@ def test_the_scheduler_keeps_at_most_max_stored_runs(tmp_path: Path, redis_url: 
 
 
 def test_max_stored_runs_below_a_thousand_is_refused(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "scheduler", "scheduler", "--jobs", str(JOBS)]
-        + ["--redis-url", socket_url(tmp_path), "--max-stored-runs", "10"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = run_sched(
+        "scheduler",
+        "--jobs",
+        str(JOBS),
+        "--redis-url",
+        socket_url(tmp_path),
+        "--max-stored-runs",
+        "10",
     )
     assert done.returncode == 2 and "--max-stored-runs" in done.stderr
     assert "Traceback" not in done.stderr
