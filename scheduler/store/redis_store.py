@@ -1249,32 +1249,16 @@ class RedisStore(Store):
             excess = int(total) - int(skipped) - retention.keep_runs
             if excess > 0:
                 drops[name] |= self._oldest_real(name, excess, int(skipped))
-        status_keys = [k.by_status(s) for s in STATUSES]
-        pipe = self.redis.pipeline(transaction=False)
-        for name, ids in drops.items():
-            for run_id in ids:
-                keys = {
-                    "run": k.run(run_id),
-                    "idx_all": k.all_runs,
-                    "idx_job": k.by_job(name),
-                    "out": k.out(run_id),
-                }
-                rest = [*status_keys, k.not_run(name)]
-                self._drop(keys, {"run_id": run_id}, key_rest=rest, client=pipe)
-        dropped = sum(int(x) for x in pipe.execute()) if len(pipe) else 0
+        dropped = self._forget((name, run_id) for name, ids in drops.items() for run_id in ids)
         return dropped + self._trim_total(retention)
 
-    def _trim_total(self, retention: Retention) -> int:
-        """Forget the deployment's oldest finished runs beyond retention.keep_total."""
+    def _forget(self, runs: Iterable[tuple[str, str]]) -> int:
+        """Drop these (job, run id) runs, record, side key and index entries, in one round
+        trip; how many went."""
         k = self.keys
-        excess = int(self.redis.zcard(k.all_runs)) - retention.keep_total
-        if excess <= 0:
-            return 0
-        ids = _texts(self.redis.zrange(k.all_runs, 0, min(excess, retention.trim_batch) - 1))
         status_keys = [k.by_status(s) for s in STATUSES]
         pipe = self.redis.pipeline(transaction=False)
-        for run_id in ids:
-            job = run_id.split("@", 1)[0]
+        for job, run_id in runs:
             keys = {
                 "run": k.run(run_id),
                 "idx_all": k.all_runs,
@@ -1284,6 +1268,15 @@ class RedisStore(Store):
             rest = [*status_keys, k.not_run(job)]
             self._drop(keys, {"run_id": run_id}, key_rest=rest, client=pipe)
         return sum(int(x) for x in pipe.execute()) if len(pipe) else 0
+
+    def _trim_total(self, retention: Retention) -> int:
+        """Forget the deployment's oldest finished runs beyond retention.keep_total."""
+        k = self.keys
+        excess = int(self.redis.zcard(k.all_runs)) - retention.keep_total
+        if excess <= 0:
+            return 0
+        ids = _texts(self.redis.zrange(k.all_runs, 0, min(excess, retention.trim_batch) - 1))
+        return self._forget((run_id.split("@", 1)[0], run_id) for run_id in ids)
 
     def _oldest_real(self, job: str, count: int, skipped: int) -> set[str]:
         """The `count` oldest runs of the job that are not skipped or missed fires."""
