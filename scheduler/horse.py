@@ -105,7 +105,8 @@ def serve(
     run(spec, timeout_s, report_fd, env)
 
 
-# The names of a run's environment (worker._run_env), set empty while the horse waits.
+# The names of a run's environment, in the order worker._run_env gives their values; set
+# empty while the horse waits.
 RUN_ENV = ("SCHED_RUN_ID", "SCHED_JOB", "SCHED_ATTEMPT", "SCHED_TRIGGER", "SCHED_SCHEDULED_FOR")
 
 

@@ -916,14 +916,10 @@ def make_worker_id(pid: int, token: str) -> str:
 
 
 def _run_env(run: Run) -> dict[str, str]:
-    """What a horse learns about its run through the environment."""
-    return {
-        "SCHED_RUN_ID": run.id,
-        "SCHED_JOB": run.job,
-        "SCHED_ATTEMPT": str(run.attempt),
-        "SCHED_TRIGGER": str(run.trigger),
-        "SCHED_SCHEDULED_FOR": iso(run.scheduled_for),
-    }
+    """What a horse learns about its run through the environment (horse.RUN_ENV's names,
+    which a ready horse sets up before its order)."""
+    values = (run.id, run.job, str(run.attempt), str(run.trigger), iso(run.scheduled_for))
+    return dict(zip(horse.RUN_ENV, values, strict=True))
 
 
 def classify(
