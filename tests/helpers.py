@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -82,3 +84,14 @@ def final(store: Store, run_id: str, timeout: float = 30.0) -> Run:
         return run if run.status.final else None
 
     return wait_for(done, timeout, f"run {run_id} to end")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    """SIGTERM (unless it has ended), wait up to `timeout`, then SIGKILL; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

@@ -6,7 +6,6 @@ Real `sched` processes against a real redis-server that the test starts (late, f
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,19 +16,9 @@ from scheduler.embedded import EmbeddedRedis, socket_url
 from scheduler.model import RunStatus, run_id_for
 from scheduler.store import Fire, Store, fire_settings
 from tests.cli.test_first_hour import run_sched, sched_process
-from tests.helpers import final, trigger, wait_for
+from tests.helpers import final, stop_process, trigger, wait_for
 
 JOBS = Path(__file__).parent / "wait_jobs"
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
 
 
 def test_a_worker_waits_for_a_redis_that_starts_after_it(tmp_path: Path) -> None:
@@ -54,9 +43,9 @@ def test_a_worker_waits_for_a_redis_that_starts_after_it(tmp_path: Path) -> None
             assert run.result == "fine"
         finally:
             store.close()
-        assert stop(worker) == 0
+        assert stop_process(worker, 30) == 0
     finally:
-        stop(worker)
+        stop_process(worker, 30)
         if server is not None:
             server.stop()
     text = log.read_text()
@@ -107,7 +96,7 @@ def test_ctrl_c_while_waiting_exits_at_once_without_a_traceback(tmp_path: Path) 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 130
     finally:
-        stop(proc)
+        stop_process(proc, 30)
     text = log.read_text()
     assert "stopped while waiting for Redis" in text and "Traceback" not in text
 
@@ -158,9 +147,9 @@ def test_the_scheduler_keeps_at_most_max_stored_runs(tmp_path: Path, redis_url: 
         wait_for(lambda: len(store.history(limit=5000)) <= 1000, 90, "retention to the cap")
         kept = store.history(limit=5000)
         assert min(r.scheduled_for for r in kept) == t0 + timedelta(seconds=600)
-        assert stop(proc) == 0
+        assert stop_process(proc, 30) == 0
     finally:
-        stop(proc)
+        stop_process(proc, 30)
         store.close()
 
 

@@ -32,7 +32,7 @@ from scheduler.store.records import Retention
 from scheduler.urls import cluster_address, mask_url, split_url
 from tests.deploy.cluster_nodes import Cluster, Node, cluster, cluster_ports
 from tests.deploy.test_sentinel import EVERY, JOB, MAX_LOST_FIRES, completed_after, sched_env
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 
 SLOT = key_slot(b"sched")  # every key of the default namespace: {sched}:...
 SCHED = [sys.executable, "-m", "scheduler"]
@@ -104,22 +104,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             wait_for(lambda: completed_after(d.store, d.started, 6), 60, "a first burst of runs")
             yield d
         finally:
-            codes = {name: stop(proc) for name, proc in d.procs.items()}
+            codes = {name: stop_process(proc, 30) for name, proc in d.procs.items()}
             d.store.close()
             bad = {n: code for n, code in codes.items() if code != 0}
             assert not bad, {n: d.log(n)[-3000:] for n in bad}
             tracebacks = [n for n in d.procs if "Traceback" in d.log(n)]
             assert not tracebacks, [d.log(n)[-3000:] for n in tracebacks]
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int | None:
-    proc.terminate()
-    try:
-        return proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return None
 
 
 def errorstats(node: Node) -> dict[str, int]:
@@ -162,7 +152,7 @@ def test_the_dashboard_api_reads_the_cluster(deployment: Deployment) -> None:
         assert json.dumps(runs).count(JOB) >= 5, runs
         assert JOB in json.dumps(get("jobs")) and len(get("workers")) >= 2
     finally:
-        assert stop(d.procs.pop("web")) in (0, -15), d.log("web")[-3000:]
+        assert stop_process(d.procs.pop("web"), 30) in (0, -15), d.log("web")[-3000:]
 
 
 @pytest.mark.parametrize(

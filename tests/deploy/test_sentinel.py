@@ -10,7 +10,6 @@ exits, time to resume after each switch. The figures are printed (`pytest -s`).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import redis
 from scheduler.embedded import find_server_binary
 from scheduler.model import RunStatus
 from scheduler.store import Store
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 
 HERE = Path(__file__).parent
 MASTER = "sched-primary"
@@ -85,16 +84,15 @@ class Topology:
         best = max(set(seen), key=seen.count, default=None)
         return best if best is not None and seen.count(best) >= 2 else None
 
-    def stop(self, name: str, timeout: float = 30) -> int | None:
-        proc = self.procs[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+    def replicating(self, name: str) -> bool:
+        """Whether server `name` is a replica whose link to its primary is up."""
         try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return None
+            return bool(self.redis(name).info("replication").get("master_link_status") == "up")
+        except redis.RedisError:
+            return False
+
+    def stop(self, name: str, timeout: float = 30) -> int:
+        return stop_process(self.procs[name], timeout)
 
 
 @pytest.fixture()
@@ -124,13 +122,7 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
     try:
         wait_for(lambda: t.master_port() == t.ports["a"], 30, "the sentinels to agree on a")
 
-        def replica_synced() -> bool:
-            try:
-                return bool(t.redis("b").info("replication").get("master_link_status") == "up")
-            except redis.RedisError:
-                return False
-
-        wait_for(replica_synced, 30, "the replica to sync")
+        wait_for(lambda: t.replicating("b"), 30, "the replica to sync")
 
         def sentinels_see_all() -> bool:
             try:
@@ -190,13 +182,7 @@ def test_sentinel_failover_then_sigkill_of_the_new_primary(topology: Topology) -
     resume_planned_s = time.monotonic() - switched
 
     # 2. An unplanned one: the new primary is killed; a (its replica now) takes over.
-    def a_replicates_b() -> bool:
-        try:
-            return bool(t.redis("a").info("replication").get("master_link_status") == "up")
-        except redis.RedisError:
-            return False
-
-    wait_for(a_replicates_b, 30, "a to replicate b")
+    wait_for(lambda: t.replicating("a"), 30, "a to replicate b")
     t.procs["b"].kill()
     killed = time.monotonic()
     killed_at = datetime.now(UTC)

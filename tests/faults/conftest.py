@@ -15,6 +15,7 @@ import pytest
 
 from scheduler.embedded import EmbeddedRedis
 from scheduler.store import Store
+from tests.helpers import stop_process
 
 HERE = Path(__file__).parent
 LEASE = "2s"
@@ -70,14 +71,7 @@ class Cluster:
         os.kill(self.procs[name].pid, sig)
 
     def stop(self, name: str, timeout: float = 20) -> int:
-        proc = self.procs[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+        return stop_process(self.procs[name], timeout)
 
     def stop_all(self) -> None:
         for name in list(self.procs):

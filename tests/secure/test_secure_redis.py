@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from redis.sentinel import Sentinel
 from scheduler.embedded import find_server_binary
 from scheduler.model import Run, RunStatus
 from scheduler.store import Keys, Store
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 
 JOBS = Path(__file__).parent / "jobs"
 HOST = "127.0.0.1"
@@ -91,16 +90,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
 
 
 @dataclass
