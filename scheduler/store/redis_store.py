@@ -1091,20 +1091,32 @@ class RedisStore(Store):
                     return
 
     def _scored_ids(
-        self, index: str, high: str | int, low: str | int
+        self, index: str, high: str | float, low: str | int
     ) -> Iterator[tuple[float, str]]:
-        offset, page = 0, 100
+        """The index's ids from `high` down to `low`, newest first, a page at a time.
+
+        Each page starts at the last score read, not at an offset: runs added or forgotten
+        while a read goes on (fires every second, retention) would shift an offset, and an
+        id would be read twice or skipped. The ids already read at that score are left out.
+        """
+        page = 100
+        at_high: set[str] = set()  # ids read whose score is `high`
         while True:
             rows = _scored(
                 self.redis.zrevrangebyscore(
-                    index, high, low, start=offset, num=page, withscores=True
+                    index, high, low, start=0, num=page + len(at_high), withscores=True
                 )
             )
+            rows = [(run_id, score) for run_id, score in rows if run_id not in at_high]
             if not rows:
                 return
-            offset += len(rows)
             for run_id, score in rows:
                 yield score, run_id
+            last = rows[-1][1]
+            if last != high:
+                at_high = set()
+            at_high |= {run_id for run_id, score in rows if score == last}
+            high = last
             page = min(page * 2, 2000)
 
     def _runs(self, ids: Sequence[str]) -> list[Run]:
